@@ -1,0 +1,27 @@
+"""VideoMAE and VideoMAE V2 in Keras 3: the same models on JAX, TensorFlow and PyTorch."""
+
+from videomae_keras import configs, layers
+from videomae_keras.masking import (
+    RandomMaskingGenerator,
+    RunningCellMaskingGenerator,
+    TubeMaskingGenerator,
+    random_tube_mask,
+)
+from videomae_keras.models import (
+    VideoMAE_ViTB16FT,
+    VideoMAE_ViTB16PT,
+    VideoMAE_ViTg14FT,
+    VideoMAE_ViTg14PT,
+    VideoMAE_ViTH16FT,
+    VideoMAE_ViTH16PT,
+    VideoMAE_ViTL16FT,
+    VideoMAE_ViTL16PT,
+    VideoMAE_ViTS16FT,
+    VideoMAE_ViTS16PT,
+    VideoMAEBackbone,
+    VideoMAEClassifier,
+    VideoMAEPretrainer,
+)
+from videomae_keras.convert import from_pretrained, load_pytorch_weights
+
+__version__ = "0.1.0"

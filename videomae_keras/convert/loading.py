@@ -1,0 +1,249 @@
+"""`from_pretrained` and `load_pytorch_weights`: PyTorch VideoMAE checkpoints into Keras models."""
+
+import dataclasses
+import re
+
+import numpy as np
+
+from videomae_keras import configs
+from videomae_keras.convert.checkpoint import (
+    Checkpoint,
+    CheckpointError,
+    read_checkpoint,
+    strip_prefixes,
+)
+from videomae_keras.convert.keymap import TRANSFORMS, keras_weight_map, to_canonical
+
+TASKS = ("classifier", "pretrainer", "backbone")
+
+
+@dataclasses.dataclass
+class LoadReport:
+    """What a load did: the source layout and any keys it could not use."""
+
+    layout: str
+    loaded: int
+    missing: list
+    unexpected: list
+    mismatched: list
+    notes: list
+
+    def __str__(self):
+        lines = [f"loaded {self.loaded} tensors ({self.layout} layout)"]
+        if self.missing:
+            lines.append(f"missing in the checkpoint ({len(self.missing)}): {_short(self.missing)}")
+        if self.unexpected:
+            lines.append(
+                f"unused from the checkpoint ({len(self.unexpected)}): {_short(self.unexpected)}"
+            )
+        if self.mismatched:
+            shown = [f"{k} {s} vs model {m}" for k, s, m in self.mismatched]
+            lines.append(f"shape mismatches ({len(shown)}): {_short(shown)}")
+        lines.extend(self.notes)
+        return "; ".join(lines)
+
+
+def _short(items, limit=12):
+    items = list(items)
+    text = ", ".join(str(i) for i in items[:limit])
+    return text + (f", ... ({len(items) - limit} more)" if len(items) > limit else "")
+
+
+def _canonical_checkpoint(source):
+    checkpoint = source if isinstance(source, Checkpoint) else read_checkpoint(source)
+    state, layout, notes = to_canonical(strip_prefixes(checkpoint.state))
+    return checkpoint, state, layout, notes
+
+
+def load_pytorch_weights(model, source, strict=True):
+    """Fills `model` (any VideoMAE Keras model) with the weights of a PyTorch checkpoint.
+
+    `source` is an official .pth (under 'model', 'module' or raw; prefixes module.,
+    _orig_mod., encoder., backbone. handled), a transformers folder, or a .safetensors/.bin
+    file. With `strict=True` any key the model lacks, any model weight the checkpoint lacks
+    and any shape mismatch raise one ValueError that lists them all, and nothing is changed.
+    With `strict=False` the matching weights are loaded and the rest reported. Returns a
+    `LoadReport`.
+    """
+    checkpoint, state, layout, notes = _canonical_checkpoint(source)
+    targets = keras_weight_map(model)
+    missing = sorted(k for k in targets if k not in state)
+    unexpected = sorted(k for k in state if k not in targets)
+    mismatched, values = [], {}
+    for key in targets.keys() & state.keys():
+        variable, transform = targets[key]
+        value = TRANSFORMS[transform](state[key])
+        if tuple(value.shape) != tuple(variable.shape):
+            mismatched.append((key, tuple(value.shape), tuple(variable.shape)))
+        else:
+            values[key] = value
+    mismatched.sort()
+    report = LoadReport(layout, len(values), missing, unexpected, mismatched, notes)
+    if strict and (missing or unexpected or mismatched):
+        raise ValueError(
+            f"Checkpoint {checkpoint.path} does not match {model.name}: {report}. Build the "
+            "model that matches the checkpoint (from_pretrained does this for you), or pass "
+            "strict=False to load only the matching weights."
+        )
+    for key, value in values.items():
+        targets[key][0].assign(value)
+    return report
+
+
+def from_pretrained(source, task=None, *, strict=None, dtype=None, **overrides):
+    """Builds the Keras model that matches a PyTorch VideoMAE checkpoint and loads it.
+
+    `source`: an official .pth, a transformers folder (config.json + weights) or a single
+    .safetensors/.bin file. The architecture (size, heads, patch, depths, classes, pooling,
+    pretraining or fine-tuned) comes from config.json when there is one, else from the tensor
+    shapes (heads from the official table: official checkpoints do not store them). LayerNorm
+    epsilons follow the source: 1e-6 everywhere for official files; layer_norm_eps (1e-12)
+    in the blocks and 1e-5 in fc_norm and decoder.norm for transformers.
+
+    `task`: "classifier", "pretrainer" or "backbone" to override what the checkpoint holds
+    (e.g. a backbone from a fine-tuned file; weights it does not need are skipped). Keyword
+    overrides go to the model: num_frames, image_size, num_heads, mask_ratio, num_masked,
+    drop_path_rate, epsilons, ... (a checkpoint does not say which clip size it was used at:
+    the default is 16 frames at 224, or config.json's values).
+    """
+    checkpoint, state, layout, notes = _canonical_checkpoint(source)
+    natural_task, kwargs = infer_architecture(state, layout, checkpoint.hf_config)
+    task = task or natural_task
+    if task not in TASKS:
+        raise ValueError(f"task must be one of {TASKS}; got {task!r}.")
+    kwargs = _arguments_for_task(kwargs, task)
+    kwargs.update(overrides)
+    if dtype is not None:
+        kwargs["dtype"] = dtype
+    model = build_model(task, kwargs)
+    report = load_pytorch_weights(
+        model, checkpoint, strict=(task == natural_task) if strict is None else strict
+    )
+    model.load_report = report
+    return model
+
+
+def build_model(task, kwargs):
+    """The Keras model for a task from plain arguments."""
+    from videomae_keras import models
+
+    cls = {
+        "classifier": models.VideoMAEClassifier,
+        "pretrainer": models.VideoMAEPretrainer,
+        "backbone": models.VideoMAEBackbone,
+    }[task]
+    return cls(**kwargs)
+
+
+_CLASSIFIER_ONLY = ("num_classes", "use_mean_pooling", "fc_norm_epsilon")
+_PRETRAINER_ONLY = tuple(configs.DECODER_DEFAULTS)
+
+
+def _arguments_for_task(kwargs, task):
+    kwargs = dict(kwargs)
+    use_final_norm = kwargs.pop("use_final_norm")
+    if task != "classifier":
+        for key in _CLASSIFIER_ONLY:
+            kwargs.pop(key, None)
+    if task != "pretrainer":
+        for key in _PRETRAINER_ONLY:
+            kwargs.pop(key, None)
+    if task in ("backbone", "pretrainer"):
+        kwargs["use_final_norm"] = use_final_norm
+    return kwargs
+
+
+def _count(state, pattern):
+    indices = {int(m.group(1)) for k in state if (m := re.match(pattern, k))}
+    if indices and indices != set(range(len(indices))):
+        raise CheckpointError(f"Block indices are not contiguous: {sorted(indices)}.")
+    return len(indices)
+
+
+def infer_architecture(state, layout, hf_config=None):
+    """(task, model arguments) for a canonical state dict and, if any, its transformers config."""
+    if "patch_embed.proj.weight" not in state:
+        raise CheckpointError(
+            "The checkpoint has no patch embedding (patch_embed.proj.weight / "
+            "embeddings.patch_embeddings.projection.weight): it is not a VideoMAE model."
+        )
+    hidden_dim, num_channels, tubelet, patch, patch_w = state["patch_embed.proj.weight"].shape
+    if patch != patch_w:
+        raise CheckpointError(f"Non-square patches ({patch}x{patch_w}) are not supported.")
+    depth = _count(state, r"^blocks\.(\d+)\.attn\.qkv\.weight$")
+    if depth == 0:
+        raise CheckpointError("The checkpoint has no transformer blocks (blocks.N.attn.qkv.*).")
+    kwargs = dict(
+        num_channels=int(num_channels),
+        tubelet_size=int(tubelet),
+        patch_size=int(patch),
+        hidden_dim=int(hidden_dim),
+        depth=depth,
+        mlp_dim=int(state["blocks.0.mlp.fc1.weight"].shape[0]),
+        qv_bias="blocks.0.attn.q_bias" in state,
+        init_values=0.1 if "blocks.0.gamma_1" in state else 0.0,
+        use_final_norm="norm.weight" in state,
+    )
+    is_pretrainer = "mask_token" in state or any(k.startswith("decoder.") for k in state)
+    if is_pretrainer:
+        task = "pretrainer"
+        decoder_dim = int(state["decoder.norm.weight"].shape[0])
+        kwargs.update(
+            decoder_hidden_dim=decoder_dim,
+            decoder_depth=_count(state, r"^decoder\.blocks\.(\d+)\.attn\.qkv\.weight$"),
+            decoder_mlp_dim=int(state["decoder.blocks.0.mlp.fc1.weight"].shape[0]),
+        )
+        expected = int(num_channels) * int(tubelet) * int(patch) ** 2
+        if int(state["decoder.head.weight"].shape[0]) != expected:
+            raise CheckpointError(
+                f"The decoder head predicts {state['decoder.head.weight'].shape[0]} values per "
+                f"token; a {patch}x{patch} patch over {tubelet} frames of {num_channels} "
+                f"channels needs {expected}."
+            )
+    elif "head.weight" in state or "fc_norm.weight" in state:
+        task = "classifier"
+        kwargs.update(
+            num_classes=int(state["head.weight"].shape[0]) if "head.weight" in state else 0,
+            use_mean_pooling="fc_norm.weight" in state,
+        )
+    else:
+        task = "backbone"  # e.g. the encoder-only V1 ViT-H pretrained file
+    if hf_config is not None:
+        kwargs.update(_from_hf_config(hf_config, task))
+    else:
+        kwargs.update(_official_conventions(kwargs, task, layout))
+    return task, kwargs
+
+
+def _official_conventions(kwargs, task, layout):
+    out = dict(num_heads=configs.encoder_heads_for_width(kwargs["hidden_dim"]))
+    if task == "pretrainer":
+        out["decoder_num_heads"] = configs.decoder_heads_for_width(kwargs["decoder_hidden_dim"])
+    eps = configs.EPSILON_CONVENTIONS["transformers" if layout == "transformers" else "official"]
+    out.update(eps)
+    return out
+
+
+def _from_hf_config(config, task):
+    activation = config.get("hidden_act", "gelu")
+    if activation != "gelu":
+        raise CheckpointError(
+            f"config.json uses hidden_act={activation!r}; VideoMAE models use exact 'gelu'."
+        )
+    out = dict(
+        num_frames=int(config.get("num_frames", 16)),
+        image_size=config.get("image_size", 224),
+        num_heads=int(config.get("num_attention_heads", 12)),
+        dropout_rate=float(config.get("hidden_dropout_prob", 0.0)),
+        attention_dropout_rate=float(config.get("attention_probs_dropout_prob", 0.0)),
+        layer_norm_epsilon=float(config.get("layer_norm_eps", 1e-12)),
+        # transformers builds fc_norm and decoder.norm with nn.LayerNorm's default eps.
+        fc_norm_epsilon=1e-5,
+        decoder_layer_norm_epsilon=float(config.get("layer_norm_eps", 1e-12)),
+        decoder_norm_epsilon=1e-5,
+    )
+    if isinstance(out["image_size"], list):
+        out["image_size"] = tuple(out["image_size"])
+    if task == "pretrainer":
+        out["decoder_num_heads"] = int(config.get("decoder_num_attention_heads", 6))
+    return out

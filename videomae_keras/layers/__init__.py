@@ -1,0 +1,26 @@
+"""Keras layers of VideoMAE, each serializable (registered under the package 'videomae_keras')."""
+
+from videomae_keras.layers.attention import MultiHeadSelfAttention
+from videomae_keras.layers.embedding import (
+    SinusoidPositionEmbedding,
+    TubeletEmbedding,
+    sinusoid_table,
+)
+from videomae_keras.layers.encoder import VideoMAEDecoder, VideoMAEEncoder
+from videomae_keras.layers.tokens import InvalidSampleGuard, MaskedTokenIndex, TokenPooling
+from videomae_keras.layers.transformer import MLP, DropPath, TransformerBlock
+
+__all__ = [
+    "DropPath",
+    "InvalidSampleGuard",
+    "MLP",
+    "MaskedTokenIndex",
+    "MultiHeadSelfAttention",
+    "SinusoidPositionEmbedding",
+    "TokenPooling",
+    "TransformerBlock",
+    "TubeletEmbedding",
+    "VideoMAEDecoder",
+    "VideoMAEEncoder",
+    "sinusoid_table",
+]

@@ -1,0 +1,102 @@
+"""Multi-head self-attention with a bias on q and v but not on k (BEiT / VideoMAE style)."""
+
+import keras
+from keras import ops
+
+
+@keras.saving.register_keras_serializable(package="videomae_keras")
+class MultiHeadSelfAttention(keras.layers.Layer):
+    """Self-attention over (B, N, D) tokens through `keras.ops.dot_product_attention`.
+
+    One fused `qkv` projection without bias, then `q_bias` and `v_bias` weights added to the q
+    and v parts: the reference has no k bias (it would cancel in the softmax anyway). Scale is
+    head_dim ** -0.5. Attention dropout, when training with a rate > 0, takes an explicit
+    softmax path because the fused op has no dropout.
+    """
+
+    def __init__(
+        self,
+        hidden_dim,
+        num_heads,
+        qv_bias=True,
+        attention_dropout_rate=0.0,
+        dropout_rate=0.0,
+        kernel_initializer="glorot_uniform",
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        if hidden_dim % num_heads:
+            raise ValueError(
+                f"hidden_dim={hidden_dim} is not divisible by num_heads={num_heads}."
+            )
+        self.hidden_dim = int(hidden_dim)
+        self.num_heads = int(num_heads)
+        self.head_dim = self.hidden_dim // self.num_heads
+        self.qv_bias = bool(qv_bias)
+        self.attention_dropout_rate = float(attention_dropout_rate)
+        self.dropout_rate = float(dropout_rate)
+        self.kernel_initializer = keras.initializers.get(kernel_initializer)
+        self.qkv = keras.layers.Dense(
+            3 * self.hidden_dim,
+            use_bias=False,
+            kernel_initializer=self.kernel_initializer,
+            dtype=self.dtype_policy,
+            name="qkv",
+        )
+        self.proj = keras.layers.Dense(
+            self.hidden_dim,
+            kernel_initializer=self.kernel_initializer,
+            dtype=self.dtype_policy,
+            name="proj",
+        )
+        self.attention_dropout = keras.layers.Dropout(
+            self.attention_dropout_rate, dtype=self.dtype_policy
+        )
+        self.dropout = keras.layers.Dropout(self.dropout_rate, dtype=self.dtype_policy)
+
+    def build(self, input_shape):
+        self.qkv.build(input_shape)
+        if self.qv_bias:
+            self.q_bias = self.add_weight(
+                shape=(self.hidden_dim,), initializer="zeros", name="q_bias"
+            )
+            self.v_bias = self.add_weight(
+                shape=(self.hidden_dim,), initializer="zeros", name="v_bias"
+            )
+        self.proj.build(tuple(input_shape[:-1]) + (self.hidden_dim,))
+
+    def call(self, x, training=None):
+        num_tokens = x.shape[1]
+        qkv = self.qkv(x)
+        if self.qv_bias:
+            q_bias = ops.cast(self.q_bias, qkv.dtype)
+            v_bias = ops.cast(self.v_bias, qkv.dtype)
+            qkv = qkv + ops.concatenate([q_bias, ops.zeros_like(q_bias), v_bias])
+        # (B, N, 3, heads, head_dim): the layout keras.ops.dot_product_attention takes.
+        qkv = ops.reshape(qkv, (-1, num_tokens, 3, self.num_heads, self.head_dim))
+        query, key, value = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
+        scale = self.head_dim**-0.5
+        if training and self.attention_dropout_rate > 0:
+            logits = ops.einsum("bqhd,bkhd->bhqk", query, key) * ops.cast(scale, query.dtype)
+            probs = ops.softmax(ops.cast(logits, "float32"), axis=-1)
+            probs = self.attention_dropout(ops.cast(probs, value.dtype), training=training)
+            out = ops.einsum("bhqk,bkhd->bqhd", probs, value)
+        else:
+            out = ops.dot_product_attention(query, key, value, scale=scale)
+        out = ops.reshape(out, (-1, num_tokens, self.hidden_dim))
+        return self.dropout(self.proj(out), training=training)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            hidden_dim=self.hidden_dim,
+            num_heads=self.num_heads,
+            qv_bias=self.qv_bias,
+            attention_dropout_rate=self.attention_dropout_rate,
+            dropout_rate=self.dropout_rate,
+            kernel_initializer=keras.initializers.serialize(self.kernel_initializer),
+        )
+        return config

@@ -1,0 +1,147 @@
+"""Tubelet patch embedding and the fixed sinusoid position table."""
+
+import functools
+
+import numpy as np
+
+import keras
+from keras import ops
+
+# torch.nn.Conv3d's default init (kaiming_uniform with a=sqrt(5)): U(+-1/sqrt(fan_in)).
+TORCH_DEFAULT_KERNEL_INIT = {
+    "class_name": "VarianceScaling",
+    "config": {"scale": 1.0 / 3.0, "mode": "fan_in", "distribution": "uniform"},
+}
+
+
+@functools.lru_cache(maxsize=32)
+def _sinusoid_table_cached(num_tokens, dim):
+    position = np.arange(num_tokens, dtype=np.float64)[:, None]
+    column = np.arange(dim)
+    angle = position / np.power(10000, 2 * (column // 2) / dim)
+    table = np.where(column % 2 == 0, np.sin(angle), np.cos(angle)).astype(np.float32)
+    table.setflags(write=False)
+    return table
+
+
+def sinusoid_table(num_tokens, dim):
+    """The (num_tokens, dim) VideoMAE position table: interleaved sin/cos over the flat token index.
+
+    Computed in float64 and cast to float32, like the reference. It is never a weight, so any
+    token count (frame count, resolution) gets its own table.
+    """
+    return _sinusoid_table_cached(int(num_tokens), int(dim))
+
+
+@keras.saving.register_keras_serializable(package="videomae_keras")
+class TubeletEmbedding(keras.layers.Layer):
+    """Cuts a (B, T, H, W, C) clip into tubelet x patch x patch cubes and projects each to a token.
+
+    A Conv3D with kernel = stride = (tubelet_size, patch_size, patch_size); tokens come out
+    (B, N, hidden_dim) in t, h, w order (w fastest), the reference's order.
+    """
+
+    def __init__(
+        self,
+        hidden_dim,
+        patch_size=16,
+        tubelet_size=2,
+        num_channels=3,
+        kernel_initializer=TORCH_DEFAULT_KERNEL_INIT,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.hidden_dim = int(hidden_dim)
+        self.patch_size = int(patch_size)
+        self.tubelet_size = int(tubelet_size)
+        self.num_channels = int(num_channels)
+        self.kernel_initializer = keras.initializers.get(kernel_initializer)
+        self.proj = keras.layers.Conv3D(
+            self.hidden_dim,
+            kernel_size=(self.tubelet_size, self.patch_size, self.patch_size),
+            strides=(self.tubelet_size, self.patch_size, self.patch_size),
+            padding="valid",
+            data_format="channels_last",
+            kernel_initializer=self.kernel_initializer,
+            bias_initializer="zeros",
+            dtype=self.dtype_policy,
+            name="proj",
+        )
+
+    def check_video_shape(self, shape):
+        """Raises a ValueError naming the problem when `shape` is not a (B, T, H, W, C) clip."""
+        shape = tuple(shape)
+        if len(shape) != 5:
+            raise ValueError(
+                f"Expected a video batch of rank 5, (batch, frames, height, width, "
+                f"{self.num_channels}), channels last; got shape {shape}. Add a batch axis for "
+                "one clip, and move channels last if your frames are (C, H, W)."
+            )
+        _, frames, height, width, channels = shape
+        if channels is not None and channels != self.num_channels:
+            raise ValueError(
+                f"Expected {self.num_channels} channels in the last axis; got shape {shape}. "
+                "Frames must be channels last: (batch, frames, height, width, channels)."
+            )
+        if frames is not None and frames % self.tubelet_size:
+            raise ValueError(
+                f"The clip has {frames} frames, which is not divisible by the tubelet size "
+                f"{self.tubelet_size}; sample a multiple of {self.tubelet_size} frames."
+            )
+        for axis, size in (("height", height), ("width", width)):
+            if size is not None and size % self.patch_size:
+                raise ValueError(
+                    f"The frame {axis} {size} is not divisible by the patch size "
+                    f"{self.patch_size}; resize or crop to a multiple of {self.patch_size}."
+                )
+
+    def build(self, input_shape):
+        self.check_video_shape(input_shape)
+        self.proj.build(input_shape)
+
+    def call(self, video):
+        x = self.proj(video)
+        frames, height, width = x.shape[1], x.shape[2], x.shape[3]
+        return ops.reshape(x, (-1, frames * height * width, self.hidden_dim))
+
+    def compute_output_shape(self, input_shape):
+        batch, frames, height, width, _ = input_shape
+        num_tokens = None
+        if None not in (frames, height, width):
+            num_tokens = (
+                (frames // self.tubelet_size)
+                * (height // self.patch_size)
+                * (width // self.patch_size)
+            )
+        return (batch, num_tokens, self.hidden_dim)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            hidden_dim=self.hidden_dim,
+            patch_size=self.patch_size,
+            tubelet_size=self.tubelet_size,
+            num_channels=self.num_channels,
+            kernel_initializer=keras.initializers.serialize(self.kernel_initializer),
+        )
+        return config
+
+
+@keras.saving.register_keras_serializable(package="videomae_keras")
+class SinusoidPositionEmbedding(keras.layers.Layer):
+    """Adds the fixed sinusoid position table to tokens (no weights).
+
+    `layer(x)` adds rows 0..N-1 to x of shape (B, N, D). `layer(x, positions=idx,
+    num_tokens=N)` adds the rows at integer positions idx (B, K) of the N-row table, for tokens
+    that were gathered out of order (visible or masked subsets).
+    """
+
+    def call(self, x, positions=None, num_tokens=None):
+        dim = x.shape[-1]
+        if positions is None:
+            table = sinusoid_table(x.shape[-2], dim)
+            return x + ops.cast(table[None], x.dtype)
+        if num_tokens is None:
+            raise ValueError("Pass num_tokens (the full token count) together with positions.")
+        table = ops.cast(sinusoid_table(num_tokens, dim), x.dtype)
+        return x + ops.take(table, positions, axis=0)

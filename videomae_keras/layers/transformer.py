@@ -1,0 +1,189 @@
+"""The pre-norm transformer block of VideoMAE: MLP, stochastic depth and the block itself."""
+
+import keras
+from keras import ops
+
+from videomae_keras.layers.attention import MultiHeadSelfAttention
+
+
+@keras.saving.register_keras_serializable(package="videomae_keras")
+class MLP(keras.layers.Layer):
+    """fc1 -> exact (erf) GELU -> fc2 -> dropout, as in timm / the official code."""
+
+    def __init__(
+        self,
+        hidden_dim,
+        mlp_dim,
+        dropout_rate=0.0,
+        kernel_initializer="glorot_uniform",
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.hidden_dim = int(hidden_dim)
+        self.mlp_dim = int(mlp_dim)
+        self.dropout_rate = float(dropout_rate)
+        self.kernel_initializer = keras.initializers.get(kernel_initializer)
+        self.fc1 = keras.layers.Dense(
+            self.mlp_dim,
+            kernel_initializer=self.kernel_initializer,
+            dtype=self.dtype_policy,
+            name="fc1",
+        )
+        self.fc2 = keras.layers.Dense(
+            self.hidden_dim,
+            kernel_initializer=self.kernel_initializer,
+            dtype=self.dtype_policy,
+            name="fc2",
+        )
+        self.dropout = keras.layers.Dropout(self.dropout_rate, dtype=self.dtype_policy)
+
+    def build(self, input_shape):
+        self.fc1.build(input_shape)
+        self.fc2.build(tuple(input_shape[:-1]) + (self.mlp_dim,))
+
+    def call(self, x, training=None):
+        # No dropout between the activation and fc2, as in the official Mlp.
+        x = ops.gelu(self.fc1(x), approximate=False)
+        return self.dropout(self.fc2(x), training=training)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            hidden_dim=self.hidden_dim,
+            mlp_dim=self.mlp_dim,
+            dropout_rate=self.dropout_rate,
+            kernel_initializer=keras.initializers.serialize(self.kernel_initializer),
+        )
+        return config
+
+
+@keras.saving.register_keras_serializable(package="videomae_keras")
+class DropPath(keras.layers.Layer):
+    """Stochastic depth: drops the whole residual branch per sample while training."""
+
+    def __init__(self, rate=0.0, seed=None, **kwargs):
+        super().__init__(**kwargs)
+        self.rate = float(rate)
+        self.seed = seed
+        self.seed_generator = keras.random.SeedGenerator(seed)
+
+    def call(self, x, training=None):
+        if not training or self.rate == 0.0:
+            return x
+        keep = 1.0 - self.rate
+        shape = (ops.shape(x)[0],) + (1,) * (len(x.shape) - 1)
+        noise = keras.random.uniform(shape, dtype=x.dtype, seed=self.seed_generator)
+        return x / keep * ops.floor(keep + noise)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(rate=self.rate, seed=self.seed)
+        return config
+
+
+@keras.saving.register_keras_serializable(package="videomae_keras")
+class TransformerBlock(keras.layers.Layer):
+    """x + DropPath(gamma_1 * Attn(LN(x))), then x + DropPath(gamma_2 * MLP(LN(x))).
+
+    Layer scale (gamma_1, gamma_2) exists only when init_values > 0; no released checkpoint
+    uses it. The LayerNorm epsilon must be set explicitly (official 1e-6, transformers 1e-12).
+    """
+
+    def __init__(
+        self,
+        hidden_dim,
+        num_heads,
+        mlp_dim,
+        qv_bias=True,
+        init_values=0.0,
+        dropout_rate=0.0,
+        attention_dropout_rate=0.0,
+        drop_path_rate=0.0,
+        layer_norm_epsilon=1e-6,
+        kernel_initializer="glorot_uniform",
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.hidden_dim = int(hidden_dim)
+        self.num_heads = int(num_heads)
+        self.mlp_dim = int(mlp_dim)
+        self.qv_bias = bool(qv_bias)
+        self.init_values = float(init_values or 0.0)
+        self.dropout_rate = float(dropout_rate)
+        self.attention_dropout_rate = float(attention_dropout_rate)
+        self.drop_path_rate = float(drop_path_rate)
+        self.layer_norm_epsilon = float(layer_norm_epsilon)
+        self.kernel_initializer = keras.initializers.get(kernel_initializer)
+        policy = self.dtype_policy
+        self.norm1 = keras.layers.LayerNormalization(
+            epsilon=self.layer_norm_epsilon, dtype=policy, name="norm1"
+        )
+        self.attn = MultiHeadSelfAttention(
+            self.hidden_dim,
+            self.num_heads,
+            qv_bias=self.qv_bias,
+            attention_dropout_rate=self.attention_dropout_rate,
+            dropout_rate=self.dropout_rate,
+            kernel_initializer=self.kernel_initializer,
+            dtype=policy,
+            name="attn",
+        )
+        self.norm2 = keras.layers.LayerNormalization(
+            epsilon=self.layer_norm_epsilon, dtype=policy, name="norm2"
+        )
+        self.mlp = MLP(
+            self.hidden_dim,
+            self.mlp_dim,
+            dropout_rate=self.dropout_rate,
+            kernel_initializer=self.kernel_initializer,
+            dtype=policy,
+            name="mlp",
+        )
+        self.drop_path = DropPath(self.drop_path_rate, dtype=policy, name="drop_path")
+
+    def build(self, input_shape):
+        for layer in (self.norm1, self.attn, self.norm2, self.mlp):
+            layer.build(input_shape)
+        if self.init_values > 0:
+            init = keras.initializers.Constant(self.init_values)
+            self.gamma_1 = self.add_weight(
+                shape=(self.hidden_dim,), initializer=init, name="gamma_1"
+            )
+            self.gamma_2 = self.add_weight(
+                shape=(self.hidden_dim,), initializer=init, name="gamma_2"
+            )
+
+    def call(self, x, training=None):
+        y = self.attn(self.norm1(x), training=training)
+        if self.init_values > 0:
+            y = y * ops.cast(self.gamma_1, y.dtype)
+        x = x + self.drop_path(y, training=training)
+        y = self.mlp(self.norm2(x), training=training)
+        if self.init_values > 0:
+            y = y * ops.cast(self.gamma_2, y.dtype)
+        return x + self.drop_path(y, training=training)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            hidden_dim=self.hidden_dim,
+            num_heads=self.num_heads,
+            mlp_dim=self.mlp_dim,
+            qv_bias=self.qv_bias,
+            init_values=self.init_values,
+            dropout_rate=self.dropout_rate,
+            attention_dropout_rate=self.attention_dropout_rate,
+            drop_path_rate=self.drop_path_rate,
+            layer_norm_epsilon=self.layer_norm_epsilon,
+            kernel_initializer=keras.initializers.serialize(self.kernel_initializer),
+        )
+        return config

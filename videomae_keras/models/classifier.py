@@ -1,0 +1,88 @@
+"""The fine-tuned VideoMAE video classifier."""
+
+import keras
+
+from videomae_keras.layers import TokenPooling
+from videomae_keras.models.base import VideoMAEModelBase, split_encoder_kwargs
+
+
+@keras.saving.register_keras_serializable(package="videomae_keras")
+class VideoMAEClassifier(VideoMAEModelBase):
+    """Video classifier: encoder -> mean over tokens -> fc_norm -> dropout -> head.
+
+    Takes (B, T, H, W, C) float32 normalised pixels and returns (B, num_classes) logits
+    (or the pooled (B, hidden_dim) features when num_classes is 0). With
+    `use_mean_pooling=False` the encoder's final norm runs over all tokens and the first token
+    feeds the head (the official `--use_cls` variant; VideoMAE has no cls token).
+
+    Args:
+        num_classes: number of output classes (400 for Kinetics-400, 174 for SSv2).
+        use_mean_pooling: mean pooling + fc_norm (every released model) or first token.
+        fc_norm_epsilon: LayerNorm epsilon after pooling (official 1e-6, transformers 1e-5).
+        head_dropout_rate: dropout before the head (official fc_drop_rate / head_drop_rate).
+        head_init_scale: the head's initial weights are scaled by this (official 0.001).
+        dtype: dtype policy, e.g. "mixed_bfloat16"; the head always computes in float32.
+        **kwargs: encoder arguments, see `videomae_keras.configs.ENCODER_DEFAULTS`
+            (num_frames, image_size, patch_size, hidden_dim, depth, num_heads, mlp_dim,
+            drop_path_rate, layer_norm_epsilon, ...).
+    """
+
+    def __init__(
+        self,
+        num_classes=400,
+        *,
+        use_mean_pooling=True,
+        fc_norm_epsilon=1e-6,
+        head_dropout_rate=0.0,
+        head_init_scale=0.001,
+        name="videomae_classifier",
+        dtype=None,
+        **kwargs,
+    ):
+        config, model_kwargs = split_encoder_kwargs(kwargs)
+        video, grid = self._video_input(config)
+        init = keras.initializers.TruncatedNormal(stddev=0.02)
+        encoder = self._make_encoder(
+            config, use_final_norm=not use_mean_pooling, kernel_initializer=init, dtype=dtype
+        )
+        x = encoder(video)
+        x = TokenPooling("mean" if use_mean_pooling else "first", dtype=dtype, name="pool")(x)
+        if use_mean_pooling:
+            x = keras.layers.LayerNormalization(
+                epsilon=fc_norm_epsilon, dtype=dtype, name="fc_norm"
+            )(x)
+        x = keras.layers.Dropout(head_dropout_rate, dtype=dtype, name="head_dropout")(x)
+        if num_classes > 0:
+            x = keras.layers.Dense(
+                num_classes,
+                kernel_initializer=keras.initializers.TruncatedNormal(
+                    stddev=0.02 * head_init_scale
+                ),
+                dtype=_head_dtype(dtype),
+                name="head",
+            )(x)
+        super().__init__(inputs=video, outputs=x, name=name, **model_kwargs)
+        self.encoder = encoder
+        config.update(
+            num_classes=int(num_classes),
+            use_mean_pooling=bool(use_mean_pooling),
+            fc_norm_epsilon=float(fc_norm_epsilon),
+            head_dropout_rate=float(head_dropout_rate),
+            head_init_scale=float(head_init_scale),
+        )
+        self._finish_init(config, grid, dtype)
+
+    def call(self, inputs, training=None, mask=None):
+        (video,) = self._split_inputs(inputs, ["video"])
+        self._check_video(video)
+        return super().call(video, training=training, mask=mask)
+
+
+def _head_dtype(dtype):
+    """Heads compute in float32 under mixed precision, as keras-hub and the official code do."""
+    if dtype is None:
+        return None
+    policy = keras.dtype_policies.get(dtype)
+    if policy.compute_dtype != policy.variable_dtype:
+        return "float32"
+    return policy

@@ -1,0 +1,45 @@
+"""Small helpers shared by the models and the loaders."""
+
+import numpy as np
+
+import keras
+
+
+def concrete_numpy(x):
+    """A numpy copy of `x` when it holds values now (eager); None while it is being traced.
+
+    Lets the models validate inputs with clear errors in eager calls without breaking
+    `jax.jit`, `tf.function` or `torch.compile`, where values are not known.
+    """
+    if isinstance(x, (np.ndarray, np.generic, bool, int, float, list, tuple)):
+        return np.asarray(x)
+    if keras.utils.is_keras_tensor(x):
+        return None
+    backend = keras.backend.backend()
+    if backend == "jax":
+        import jax
+
+        if isinstance(x, jax.core.Tracer):
+            return None
+    elif backend == "tensorflow":
+        import tensorflow as tf
+
+        if not tf.executing_eagerly() or not hasattr(x, "numpy"):
+            return None
+    elif backend == "torch":
+        import torch
+
+        if torch.compiler.is_compiling():
+            return None
+    try:
+        return keras.ops.convert_to_numpy(x)
+    except Exception:  # symbolic values of any other kind
+        return None
+
+
+def static_shape(x):
+    """The shape of `x` as a tuple (None where unknown) for any backend's tensors and arrays."""
+    shape = getattr(x, "shape", None)
+    if shape is None:
+        return np.shape(x)
+    return tuple(None if d is None else int(d) for d in shape)
