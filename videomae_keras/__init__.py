@@ -22,6 +22,6 @@ from videomae_keras.models import (
     VideoMAEClassifier,
     VideoMAEPretrainer,
 )
-from videomae_keras.convert import from_pretrained, load_pytorch_weights
+from videomae_keras.convert import from_pretrained, load_pytorch_weights, read_checkpoint
 
 __version__ = "0.1.0"

@@ -43,3 +43,16 @@ def static_shape(x):
     if shape is None:
         return np.shape(x)
     return tuple(None if d is None else int(d) for d in shape)
+
+
+def resolve_flash_attention(flash_attention):
+    """The `flash_attention` value to hand `keras.ops.dot_product_attention`.
+
+    None means automatic. On torch, Keras' automatic mode probes flash support on every call
+    (which torch.compile cannot trace), while passing False still lets torch's own
+    scaled_dot_product_attention pick its fastest kernel, flash included; so automatic becomes
+    False there. Elsewhere None is passed on and Keras decides (cuDNN flash on JAX GPUs).
+    """
+    if flash_attention is None and keras.backend.backend() == "torch":
+        return False
+    return flash_attention

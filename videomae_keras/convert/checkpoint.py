@@ -10,6 +10,7 @@ safetensors files need no torch at all.
 import dataclasses
 import json
 import os
+import re
 
 import numpy as np
 
@@ -132,19 +133,43 @@ def _read_torch(path):
             "files can be read without it."
         ) from None
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        with torch.serialization.safe_globals(_harmless_globals()):
+            obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
         message = str(e)
-        if "weights_only" in message or "Unsupported global" in message:
+        blocked = re.search(r"(?i)unsupported global:?\s+(?:GLOBAL\s+)?([\w.]+)", message)
+        if blocked:
+            name = blocked.group(1)
             raise CheckpointError(
-                f"Refusing to load {path}: it is a pickle that needs more than tensors to load "
-                "(torch.load(weights_only=True) rejected it), so it could run code. If you "
-                "trust the file, re-save just its tensors in a trusted environment, e.g. "
-                "torch.save(torch.load(path, weights_only=False)['model'], 'clean.pth'), or "
-                "convert it to safetensors."
+                f"Refusing to load {path}: it is a pickle that would import and call "
+                f"{name} on loading, which torch.load(weights_only=True) does not allow, "
+                "since such a file can run code. If you trust the file, re-save just its "
+                "tensors in a trusted environment, e.g. torch.save(torch.load(path, "
+                "weights_only=False)['model'], 'clean.pth'), or convert it to safetensors."
             ) from None
-        raise CheckpointError(f"Cannot read {path} as a PyTorch checkpoint: {e}") from None
+        raise CheckpointError(
+            f"Cannot read {path} as a PyTorch checkpoint: the file is corrupt, truncated or not "
+            f"a torch.save file ({type(e).__name__}: {message.splitlines()[0][:200]})."
+        ) from None
     return _flatten_torch_object(obj, path)
+
+
+def _harmless_globals():
+    """Plain data types official training checkpoints pickle beside the weights.
+
+    `utils.save_model` stores the run's argparse.Namespace under 'args' and numpy scalars
+    (epochs, losses); none of these can run code, unlike arbitrary pickled callables.
+    """
+    import argparse
+
+    allowed = [argparse.Namespace, np.dtype]
+    try:
+        from numpy._core.multiarray import scalar  # numpy >= 2
+    except ImportError:
+        from numpy.core.multiarray import scalar
+    allowed.append(scalar)
+    allowed.extend(type(np.dtype(name)) for name in ("float64", "float32", "int64", "int32"))
+    return allowed
 
 
 def _flatten_torch_object(obj, path):

@@ -129,6 +129,13 @@ def _copy(value):
 
 TRANSFORMS = {"linear": _linear, "conv3d": _conv3d, "copy": _copy}
 
+# A Keras variable's shape as the PyTorch tensor that would fill it would have it.
+TORCH_SHAPES = {
+    "linear": lambda shape: tuple(reversed(shape)),
+    "conv3d": lambda shape: (shape[4], shape[3], shape[0], shape[1], shape[2]),
+    "copy": tuple,
+}
+
 
 def _dense(prefix, layer, bias=True):
     entries = {prefix + ".weight": (layer.kernel, "linear")}

@@ -12,7 +12,12 @@ from videomae_keras.convert.checkpoint import (
     read_checkpoint,
     strip_prefixes,
 )
-from videomae_keras.convert.keymap import TRANSFORMS, keras_weight_map, to_canonical
+from videomae_keras.convert.keymap import (
+    TORCH_SHAPES,
+    TRANSFORMS,
+    keras_weight_map,
+    to_canonical,
+)
 
 TASKS = ("classifier", "pretrainer", "backbone")
 
@@ -22,14 +27,14 @@ class LoadReport:
     """What a load did: the source layout and any keys it could not use."""
 
     layout: str
-    loaded: int
+    matched: int
     missing: list
     unexpected: list
     mismatched: list
     notes: list
 
     def __str__(self):
-        lines = [f"loaded {self.loaded} tensors ({self.layout} layout)"]
+        lines = [f"{self.matched} tensors match ({self.layout} layout)"]
         if self.missing:
             lines.append(f"missing in the checkpoint ({len(self.missing)}): {_short(self.missing)}")
         if self.unexpected:
@@ -37,7 +42,7 @@ class LoadReport:
                 f"unused from the checkpoint ({len(self.unexpected)}): {_short(self.unexpected)}"
             )
         if self.mismatched:
-            shown = [f"{k} {s} vs model {m}" for k, s, m in self.mismatched]
+            shown = [f"{k}: checkpoint {s}, model needs {m}" for k, s, m in self.mismatched]
             lines.append(f"shape mismatches ({len(shown)}): {_short(shown)}")
         lines.extend(self.notes)
         return "; ".join(lines)
@@ -74,7 +79,8 @@ def load_pytorch_weights(model, source, strict=True):
         variable, transform = targets[key]
         value = TRANSFORMS[transform](state[key])
         if tuple(value.shape) != tuple(variable.shape):
-            mismatched.append((key, tuple(value.shape), tuple(variable.shape)))
+            needed = TORCH_SHAPES[transform](tuple(variable.shape))
+            mismatched.append((key, tuple(state[key].shape), needed))
         else:
             values[key] = value
     mismatched.sort()
@@ -107,7 +113,7 @@ def from_pretrained(source, task=None, *, strict=None, dtype=None, **overrides):
     the default is 16 frames at 224, or config.json's values).
     """
     checkpoint, state, layout, notes = _canonical_checkpoint(source)
-    natural_task, kwargs = infer_architecture(state, layout, checkpoint.hf_config)
+    natural_task, kwargs = infer_architecture(state, layout, checkpoint.hf_config, overrides)
     task = task or natural_task
     if task not in TASKS:
         raise ValueError(f"task must be one of {TASKS}; got {task!r}.")
@@ -160,8 +166,12 @@ def _count(state, pattern):
     return len(indices)
 
 
-def infer_architecture(state, layout, hf_config=None):
-    """(task, model arguments) for a canonical state dict and, if any, its transformers config."""
+def infer_architecture(state, layout, hf_config=None, given=()):
+    """(task, model arguments) for a canonical state dict and, if any, its transformers config.
+
+    Names in `given` (arguments the caller sets) are not looked up, so an unusual width
+    needs no table entry when num_heads is passed.
+    """
     if "patch_embed.proj.weight" not in state:
         raise CheckpointError(
             "The checkpoint has no patch embedding (patch_embed.proj.weight / "
@@ -211,13 +221,15 @@ def infer_architecture(state, layout, hf_config=None):
     if hf_config is not None:
         kwargs.update(_from_hf_config(hf_config, task))
     else:
-        kwargs.update(_official_conventions(kwargs, task, layout))
+        kwargs.update(_official_conventions(kwargs, task, layout, given))
     return task, kwargs
 
 
-def _official_conventions(kwargs, task, layout):
-    out = dict(num_heads=configs.encoder_heads_for_width(kwargs["hidden_dim"]))
-    if task == "pretrainer":
+def _official_conventions(kwargs, task, layout, given):
+    out = {}
+    if "num_heads" not in given:
+        out["num_heads"] = configs.encoder_heads_for_width(kwargs["hidden_dim"])
+    if task == "pretrainer" and "decoder_num_heads" not in given:
         out["decoder_num_heads"] = configs.decoder_heads_for_width(kwargs["decoder_hidden_dim"])
     eps = configs.EPSILON_CONVENTIONS["transformers" if layout == "transformers" else "official"]
     out.update(eps)

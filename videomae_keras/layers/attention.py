@@ -3,6 +3,8 @@
 import keras
 from keras import ops
 
+from videomae_keras.utils import resolve_flash_attention
+
 
 @keras.saving.register_keras_serializable(package="videomae_keras")
 class MultiHeadSelfAttention(keras.layers.Layer):
@@ -11,7 +13,8 @@ class MultiHeadSelfAttention(keras.layers.Layer):
     One fused `qkv` projection without bias, then `q_bias` and `v_bias` weights added to the q
     and v parts: the reference has no k bias (it would cancel in the softmax anyway). Scale is
     head_dim ** -0.5. Attention dropout, when training with a rate > 0, takes an explicit
-    softmax path because the fused op has no dropout.
+    softmax path because the fused op has no dropout. `flash_attention`: None (automatic),
+    True (require it) or False, as in `keras.ops.dot_product_attention`.
     """
 
     def __init__(
@@ -22,6 +25,7 @@ class MultiHeadSelfAttention(keras.layers.Layer):
         attention_dropout_rate=0.0,
         dropout_rate=0.0,
         kernel_initializer="glorot_uniform",
+        flash_attention=None,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -36,6 +40,7 @@ class MultiHeadSelfAttention(keras.layers.Layer):
         self.attention_dropout_rate = float(attention_dropout_rate)
         self.dropout_rate = float(dropout_rate)
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
+        self.flash_attention = flash_attention
         self.qkv = keras.layers.Dense(
             3 * self.hidden_dim,
             use_bias=False,
@@ -82,7 +87,13 @@ class MultiHeadSelfAttention(keras.layers.Layer):
             probs = self.attention_dropout(ops.cast(probs, value.dtype), training=training)
             out = ops.einsum("bhqk,bkhd->bqhd", probs, value)
         else:
-            out = ops.dot_product_attention(query, key, value, scale=scale)
+            out = ops.dot_product_attention(
+                query,
+                key,
+                value,
+                scale=scale,
+                flash_attention=resolve_flash_attention(self.flash_attention),
+            )
         out = ops.reshape(out, (-1, num_tokens, self.hidden_dim))
         return self.dropout(self.proj(out), training=training)
 
@@ -98,5 +109,6 @@ class MultiHeadSelfAttention(keras.layers.Layer):
             attention_dropout_rate=self.attention_dropout_rate,
             dropout_rate=self.dropout_rate,
             kernel_initializer=keras.initializers.serialize(self.kernel_initializer),
+            flash_attention=self.flash_attention,
         )
         return config

@@ -1,7 +1,5 @@
 """Tubelet patch embedding and the fixed sinusoid position table."""
 
-import functools
-
 import numpy as np
 
 import keras
@@ -14,23 +12,26 @@ TORCH_DEFAULT_KERNEL_INIT = {
 }
 
 
-@functools.lru_cache(maxsize=32)
-def _sinusoid_table_cached(num_tokens, dim):
-    position = np.arange(num_tokens, dtype=np.float64)[:, None]
-    column = np.arange(dim)
-    angle = position / np.power(10000, 2 * (column // 2) / dim)
-    table = np.where(column % 2 == 0, np.sin(angle), np.cos(angle)).astype(np.float32)
-    table.setflags(write=False)
-    return table
+# Tables by (num_tokens, dim). Layers fill this in build(), outside any trace, so jit tracers
+# (torch.compile in particular, which would trace the numpy code) only ever look tables up.
+_TABLES = {}
 
 
 def sinusoid_table(num_tokens, dim):
     """The (num_tokens, dim) VideoMAE position table: interleaved sin/cos over the flat token index.
 
     Computed in float64 and cast to float32, like the reference. It is never a weight, so any
-    token count (frame count, resolution) gets its own table.
+    token count (frame count, resolution) gets its own table. Cached: do not modify it.
     """
-    return _sinusoid_table_cached(int(num_tokens), int(dim))
+    key = (int(num_tokens), int(dim))
+    table = _TABLES.get(key)
+    if table is None:
+        position = np.arange(key[0], dtype=np.float64)[:, None]
+        column = np.arange(key[1])
+        angle = position / np.power(10000, 2 * (column // 2) / key[1])
+        table = np.where(column % 2 == 0, np.sin(angle), np.cos(angle)).astype(np.float32)
+        _TABLES[key] = table
+    return table
 
 
 @keras.saving.register_keras_serializable(package="videomae_keras")
@@ -133,15 +134,33 @@ class SinusoidPositionEmbedding(keras.layers.Layer):
 
     `layer(x)` adds rows 0..N-1 to x of shape (B, N, D). `layer(x, positions=idx,
     num_tokens=N)` adds the rows at integer positions idx (B, K) of the N-row table, for tokens
-    that were gathered out of order (visible or masked subsets).
+    that were gathered out of order (visible or masked subsets). Tables become backend tensors
+    once per size, in `prepare` (called from the owning layer's build, outside any jit trace,
+    so torch.compile sees a constant rather than numpy code).
     """
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self._tables = {}
+
+    def prepare(self, num_tokens, dim):
+        """Converts the (num_tokens, dim) table to a backend tensor now and keeps it."""
+        key = (int(num_tokens), int(dim))
+        if key not in self._tables:
+            self._tables[key] = ops.convert_to_tensor(sinusoid_table(*key))
+
+    def _table(self, num_tokens, dim):
+        table = self._tables.get((int(num_tokens), int(dim)))
+        if table is None:  # not prepared: convert on the fly (fine outside torch.compile)
+            table = ops.convert_to_tensor(sinusoid_table(num_tokens, dim))
+        return table
 
     def call(self, x, positions=None, num_tokens=None):
         dim = x.shape[-1]
         if positions is None:
-            table = sinusoid_table(x.shape[-2], dim)
-            return x + ops.cast(table[None], x.dtype)
+            table = self._table(x.shape[-2], dim)
+            return x + ops.cast(table, x.dtype)[None]
         if num_tokens is None:
             raise ValueError("Pass num_tokens (the full token count) together with positions.")
-        table = ops.cast(sinusoid_table(num_tokens, dim), x.dtype)
+        table = ops.cast(self._table(num_tokens, dim), x.dtype)
         return x + ops.take(table, positions, axis=0)

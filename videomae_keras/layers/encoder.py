@@ -102,6 +102,9 @@ class VideoMAEEncoder(keras.layers.Layer):
 
     def build(self, input_shape):
         self.patch_embed.build(input_shape)
+        num_tokens = self.patch_embed.compute_output_shape(input_shape)[1]
+        if num_tokens is not None:
+            self.pos_embed.prepare(num_tokens, self.hidden_dim)
         token_shape = (None, None, self.hidden_dim)
         for block in self.blocks:
             block.build(token_shape)
@@ -160,15 +163,16 @@ class VideoMAEDecoder(keras.layers.Layer):
     """The pretraining decoder: [visible + pos, mask_token + pos] -> blocks -> last K tokens ->
     norm -> head, predicting 3 * tubelet * patch * patch pixel values per target token.
 
-    `call(x_visible, visible_index, target_index, num_tokens)`: x_visible (B, V, D_dec) are the
-    encoded visible tokens at positions visible_index (B, V); mask tokens go at target_index
-    (B, K) (the masked tokens in VideoMAE; the decoded set in VideoMAE V2) and the output is
+    `call(x_visible, visible_index, target_index)`: x_visible (B, V, D_dec) are the encoded
+    visible tokens at positions visible_index (B, V); mask tokens go at target_index (B, K)
+    (the masked tokens in VideoMAE; the decoded set in VideoMAE V2) and the output is
     (B, K, output_dim) in the order of target_index. Tokens are never unshuffled; the
-    position rows are gathered to match, as in the reference.
+    position rows of the `num_tokens`-row table are gathered to match, as in the reference.
     """
 
     def __init__(
         self,
+        num_tokens,
         hidden_dim=384,
         depth=4,
         num_heads=6,
@@ -186,6 +190,7 @@ class VideoMAEDecoder(keras.layers.Layer):
         **kwargs,
     ):
         super().__init__(**kwargs)
+        self.num_tokens = int(num_tokens)
         self.hidden_dim = int(hidden_dim)
         self.depth = int(depth)
         self.num_heads = int(num_heads)
@@ -232,6 +237,7 @@ class VideoMAEDecoder(keras.layers.Layer):
         )
 
     def build(self, input_shape):
+        self.pos_embed.prepare(self.num_tokens, self.hidden_dim)
         self.mask_token = self.add_weight(
             shape=(1, 1, self.hidden_dim),
             initializer=self.mask_token_initializer,
@@ -243,7 +249,8 @@ class VideoMAEDecoder(keras.layers.Layer):
         self.norm.build(token_shape)
         self.head.build(token_shape)
 
-    def call(self, x_visible, visible_index, target_index, num_tokens, training=None):
+    def call(self, x_visible, visible_index, target_index, training=None):
+        num_tokens = self.num_tokens
         visible = self.pos_embed(x_visible, positions=visible_index, num_tokens=num_tokens)
         # mask_token (1, 1, D) + position rows (B, K, D) broadcasts to (B, K, D).
         targets = self.pos_embed(
@@ -257,15 +264,14 @@ class VideoMAEDecoder(keras.layers.Layer):
         x = x[:, -target_index.shape[1] :]
         return self.head(self.norm(x))
 
-    def compute_output_spec(
-        self, x_visible, visible_index, target_index, num_tokens, training=None
-    ):
+    def compute_output_spec(self, x_visible, visible_index, target_index, training=None):
         shape = (x_visible.shape[0], target_index.shape[1], self.output_dim)
         return keras.KerasTensor(shape, dtype=self.compute_dtype)
 
     def get_config(self):
         config = super().get_config()
         config.update(
+            num_tokens=self.num_tokens,
             hidden_dim=self.hidden_dim,
             depth=self.depth,
             num_heads=self.num_heads,

@@ -80,6 +80,7 @@ class VideoMAEPretrainer(VideoMAEModelBase):
         )(x)
         patch = config["patch_size"]
         decoder = VideoMAEDecoder(
+            num_tokens=num_tokens,
             hidden_dim=config["decoder_hidden_dim"],
             depth=config["decoder_depth"],
             num_heads=config["decoder_num_heads"],
@@ -95,7 +96,7 @@ class VideoMAEPretrainer(VideoMAEModelBase):
             dtype=dtype,
             name="decoder",
         )
-        x = decoder(x, visible_index, masked_index, num_tokens=num_tokens)
+        x = decoder(x, visible_index, masked_index)
         x = InvalidSampleGuard(dtype=dtype, name="mask_guard")(x, valid)
         super().__init__(
             inputs=[video, bool_masked_pos], outputs=x, name=name, **model_kwargs

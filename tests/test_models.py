@@ -1,0 +1,333 @@
+"""Models: factories, parameter counts, saving, compilation, training steps and input errors."""
+
+import numpy as np
+import pytest
+
+import keras
+import videomae_keras as vk
+from videomae_keras.configs import DECODERS, ENCODERS
+
+BACKEND = keras.backend.backend()
+TINY = dict(num_frames=4, image_size=32, patch_size=8, depth=2, hidden_dim=48, num_heads=4,
+            mlp_dim=64)
+TINY_DECODER = dict(decoder_hidden_dim=24, decoder_depth=1, decoder_num_heads=3, decoder_mlp_dim=32)
+RNG = np.random.default_rng(0)
+
+
+def _video(batch=2, frames=4, size=32):
+    return RNG.standard_normal((batch, frames, size, size, 3)).astype("float32")
+
+
+def _masks(batch, grid=(2, 4, 4), ratio=0.5, seed=0):
+    generator = vk.TubeMaskingGenerator(grid, ratio, seed=seed)
+    return np.stack([generator() for _ in range(batch)]).astype(bool)
+
+
+def _np(x):
+    return keras.ops.convert_to_numpy(x)
+
+
+# --- parameter counts ------------------------------------------------------------------------
+
+def _expected_params(size, num_classes=None, pretraining=False):
+    """Parameters of the official architecture, counted from its definition (facts file 3.1-3.2)."""
+    enc = ENCODERS[size]
+    d, depth, m, p = enc["hidden_dim"], enc["depth"], enc["mlp_dim"], enc["patch_size"]
+
+    def block(dim, mlp):  # norm1, qkv (no bias) + q_bias + v_bias, proj, norm2, fc1, fc2
+        return 2 * dim + 3 * dim * dim + 2 * dim + dim * dim + dim + 2 * dim + dim * mlp + mlp + mlp * dim + dim
+
+    count = 3 * 2 * p * p * d + d + depth * block(d, m)
+    if not pretraining:
+        return count + 2 * d + d * num_classes + num_classes  # fc_norm, head
+    dec = DECODERS[size]
+    dd, out = dec["decoder_hidden_dim"], 3 * 2 * p * p
+    count += 2 * d  # encoder norm
+    count += d * dd + dd  # encoder_to_decoder (no bias), mask_token
+    count += dec["decoder_depth"] * block(dd, dec["decoder_mlp_dim"]) + 2 * dd + dd * out + out
+    return count
+
+
+@pytest.mark.parametrize(
+    "factory, size, millions",
+    [(vk.VideoMAE_ViTS16FT, "S", 22.0), (vk.VideoMAE_ViTB16FT, "B", 86.5)],
+)
+def test_finetuned_parameter_counts(factory, size, millions):
+    n = factory(num_classes=400).count_params()
+    assert n == _expected_params(size, num_classes=400)
+    assert round(n / 1e6, 1) == millions
+
+
+@pytest.mark.parametrize(
+    "factory, size, millions",
+    [(vk.VideoMAE_ViTS16PT, "S", 24.0), (vk.VideoMAE_ViTB16PT, "B", 94.2)],
+)
+def test_pretraining_parameter_counts(factory, size, millions):
+    n = factory().count_params()
+    assert n == _expected_params(size, pretraining=True)
+    assert round(n / 1e6, 1) == millions
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "factory, size, classes, pretraining, millions",
+    [
+        (vk.VideoMAE_ViTL16FT, "L", 400, False, 304.3),
+        (vk.VideoMAE_ViTH16FT, "H", 400, False, 632.1),
+        (vk.VideoMAE_ViTg14FT, "g", 710, False, 1012.6),
+        (vk.VideoMAE_ViTL16PT, "L", None, True, 343.0),
+    ],
+)
+def test_large_parameter_counts(factory, size, classes, pretraining, millions):
+    model = factory() if pretraining else factory(num_classes=classes)
+    n = model.count_params()
+    assert n == _expected_params(size, num_classes=classes, pretraining=pretraining)
+    assert round(n / 1e6, 1) == millions
+
+
+def test_factory_architectures():
+    g = vk.VideoMAE_ViTg14PT(num_frames=4, image_size=28, depth=1, decoder_depth=1)
+    assert g.encoder.patch_size == 14 and g.encoder.mlp_dim == 6144
+    assert g.decoder.mlp_dim == 2234 and g.decoder.output_dim == 1176
+    s = vk.VideoMAE_ViTS16FT(num_classes=3, num_frames=2, image_size=16, depth=1)
+    assert s.encoder.num_heads == 6 and s.get_config()["layer_norm_epsilon"] == 1e-6
+    h = vk.VideoMAE_ViTH16PT(num_frames=2, image_size=32, depth=1, decoder_depth=1)
+    assert h.decoder.hidden_dim == 640 and h.encoder.num_heads == 16
+
+
+# --- outputs --------------------------------------------------------------------------------
+
+def test_classifier_outputs_and_variants():
+    video = _video()
+    model = vk.VideoMAEClassifier(num_classes=5, **TINY)
+    assert _np(model(video)).shape == (2, 5)
+    features = vk.VideoMAEClassifier(num_classes=0, **TINY)
+    assert _np(features(video)).shape == (2, 48)
+    first = vk.VideoMAEClassifier(num_classes=5, use_mean_pooling=False, **TINY)
+    assert first.encoder.norm is not None and "fc_norm" not in [l.name for l in first.layers]
+    assert _np(first(video)).shape == (2, 5)
+
+
+def test_pretrainer_outputs_masked_tokens_in_ascending_order():
+    video, masks = _video(), _masks(2)
+    model = vk.VideoMAEPretrainer(mask_ratio=0.5, **TINY, **TINY_DECODER)
+    assert model.num_masked == 16
+    out = _np(model([video, masks]))
+    assert out.shape == (2, 16, 3 * 2 * 8 * 8)
+    # Dict inputs, by Input name, give the same result.
+    np.testing.assert_array_equal(_np(model({"video": video, "bool_masked_pos": masks})), out)
+
+
+def test_backbone_all_and_visible_tokens():
+    video, masks = _video(), _masks(2)
+    full = vk.VideoMAEBackbone(**TINY)
+    assert _np(full(video)).shape == (2, 32, 48)
+    visible = vk.VideoMAEBackbone(mask_ratio=0.5, **TINY)
+    visible.set_weights(full.get_weights())
+    tokens = _np(visible([video, masks]))
+    assert tokens.shape == (2, 16, 48)
+
+
+def test_other_frame_counts_and_resolutions_reuse_weights():
+    small = vk.VideoMAEClassifier(num_classes=5, **TINY)
+    large = vk.VideoMAEClassifier(num_classes=5, **dict(TINY, num_frames=8, image_size=(48, 64)))
+    large.set_weights(small.get_weights())  # no position weights: the table is recomputed
+    assert _np(large(_video(1, 8, 48)[:, :, :, :1].repeat(64, axis=3))).shape == (1, 5)
+
+
+def test_drop_path_is_active_only_in_training():
+    model = vk.VideoMAEClassifier(num_classes=5, drop_path_rate=0.5, **TINY)
+    rates = [b.drop_path.rate for b in model.encoder.blocks]
+    assert rates == [0.0, 0.5]
+    video = _video()
+    np.testing.assert_array_equal(_np(model(video)), _np(model(video)))
+    outs = {tuple(np.round(_np(model(video, training=True))[0], 5)) for _ in range(8)}
+    assert len(outs) > 1
+
+
+def test_mixed_precision_keeps_float32_logits():
+    model = vk.VideoMAEClassifier(num_classes=5, dtype="mixed_bfloat16", **TINY)
+    reference = vk.VideoMAEClassifier(num_classes=5, **TINY)
+    reference.set_weights(model.get_weights())
+    video = _video()
+    logits = model(video)
+    assert keras.backend.standardize_dtype(logits.dtype) == "float32"
+    assert model.encoder.blocks[0].attn.qkv.compute_dtype == "bfloat16"
+    np.testing.assert_allclose(_np(logits), _np(reference(video)), atol=0.1)
+
+
+# --- saving ---------------------------------------------------------------------------------
+
+def _models():
+    return {
+        "classifier": (vk.VideoMAEClassifier(num_classes=5, **TINY), lambda: _video()),
+        "pretrainer": (
+            vk.VideoMAEPretrainer(mask_ratio=0.5, **TINY, **TINY_DECODER),
+            lambda: [_video(), _masks(2)],
+        ),
+        "backbone_masked": (vk.VideoMAEBackbone(mask_ratio=0.5, **TINY), lambda: [_video(), _masks(2)]),
+    }
+
+
+@pytest.mark.parametrize("kind", ["classifier", "pretrainer", "backbone_masked"])
+def test_keras_file_round_trip(kind, tmp_path):
+    model, make_inputs = _models()[kind]
+    inputs = make_inputs()
+    expected = _np(model(inputs))
+    path = str(tmp_path / "model.keras")
+    model.save(path)
+    restored = keras.saving.load_model(path)  # safe_mode=True: no code in the file
+    assert type(restored) is type(model)
+    assert restored.get_config() == model.get_config()
+    np.testing.assert_array_equal(_np(restored(inputs)), expected)
+
+
+@pytest.mark.parametrize("kind", ["classifier", "pretrainer"])
+def test_weights_file_round_trip(kind, tmp_path):
+    model, make_inputs = _models()[kind]
+    inputs = make_inputs()
+    path = str(tmp_path / "model.weights.h5")
+    model.save_weights(path)
+    fresh = type(model).from_config(model.get_config())
+    assert not np.array_equal(_np(fresh(inputs)), _np(model(inputs)))
+    fresh.load_weights(path)
+    np.testing.assert_array_equal(_np(fresh(inputs)), _np(model(inputs)))
+
+
+def test_mixed_precision_model_round_trip(tmp_path):
+    model = vk.VideoMAEClassifier(num_classes=5, dtype="mixed_bfloat16", **TINY)
+    path = str(tmp_path / "mixed.keras")
+    model.save(path)
+    restored = keras.saving.load_model(path)
+    assert restored.encoder.blocks[0].attn.qkv.compute_dtype == "bfloat16"
+    video = _video()
+    np.testing.assert_array_equal(_np(restored(video)), _np(model(video)))
+
+
+# --- compilation ------------------------------------------------------------------------------
+
+@pytest.mark.skipif(BACKEND == "torch", reason="XLA jit: jax and tensorflow")
+@pytest.mark.parametrize("kind", ["classifier", "pretrainer", "backbone_masked"])
+def test_jit_compiled_predict_matches_eager(kind):
+    model, make_inputs = _models()[kind]
+    inputs = make_inputs()
+    eager = _np(model(inputs))
+    model.compile(jit_compile=True)
+    assert model.jit_compile
+    np.testing.assert_allclose(model.predict(inputs, verbose=0), eager, atol=1e-5)
+
+
+@pytest.mark.skipif(BACKEND != "torch", reason="torch.compile")
+def test_torch_compile_predict_matches_eager():
+    model = vk.VideoMAEPretrainer(
+        mask_ratio=0.5, **dict(TINY, depth=1), **TINY_DECODER
+    )
+    video, masks = _video(), _masks(2)
+    eager = _np(model([video, masks]))
+    model.compile(jit_compile=True)
+    np.testing.assert_allclose(model.predict([video, masks], verbose=0), eager, atol=1e-5)
+    # Values cannot be checked while compiled: a wrong mask count makes its sample NaN.
+    masks[0, np.flatnonzero(~masks[0])[0]] = True
+    out = model.predict([video, masks], verbose=0)
+    assert np.isnan(out[0]).all()
+    np.testing.assert_allclose(out[1], eager[1], atol=1e-5)
+
+
+def test_wrong_mask_count_under_jit_poisons_only_that_sample():
+    model = vk.VideoMAEPretrainer(mask_ratio=0.5, **dict(TINY, depth=1), **TINY_DECODER)
+    video, masks = _video(), _masks(2)
+    good = _np(model([video, masks]))
+    masks[0, np.flatnonzero(~masks[0])[0]] = True  # 17 masked tokens instead of 16
+    if BACKEND == "torch":  # predict runs eagerly without torch.compile: values are checked
+        with pytest.raises(ValueError, match="sample 0: 17"):
+            model.predict([video, masks], verbose=0)
+        return
+    model.compile(jit_compile=True)
+    out = model.predict([video, masks], verbose=0)
+    assert np.isnan(out[0]).all()
+    np.testing.assert_allclose(out[1], good[1], atol=1e-5)
+
+
+# --- training steps ---------------------------------------------------------------------------
+
+def test_classifier_fit_step_updates_weights():
+    model = vk.VideoMAEClassifier(num_classes=3, drop_path_rate=0.1, **TINY)
+    model.compile(optimizer=keras.optimizers.AdamW(1e-3),
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    before = [np.array(w) for w in model.trainable_weights]
+    history = model.fit(_video(4), np.array([0, 1, 2, 0]), batch_size=2, epochs=1, verbose=0)
+    assert np.isfinite(history.history["loss"][0])
+    after = [np.array(w) for w in model.trainable_weights]
+    assert all(not np.array_equal(a, b) for a, b in zip(before, after))
+
+
+def test_pretrainer_fit_step_updates_weights():
+    model = vk.VideoMAEPretrainer(mask_ratio=0.5, **TINY, **TINY_DECODER)
+    model.compile(optimizer=keras.optimizers.AdamW(1e-3), loss="mse")
+    targets = RNG.standard_normal((4, 16, 384)).astype("float32")
+    before = [np.array(w) for w in model.trainable_weights]
+    history = model.fit([_video(4), _masks(4)], targets, batch_size=2, verbose=0)
+    assert np.isfinite(history.history["loss"][0])
+    after = [np.array(w) for w in model.trainable_weights]
+    assert all(not np.array_equal(a, b) for a, b in zip(before, after))
+
+
+# --- bad input --------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def classifier():
+    return vk.VideoMAEClassifier(num_classes=5, **TINY)
+
+
+@pytest.mark.parametrize(
+    "shape, message",
+    [
+        ((4, 32, 32, 3), "rank 5"),
+        ((2, 4, 32, 32, 1), "Expected 3 channels"),
+        ((2, 4, 3, 32, 32), "Expected 3 channels"),
+        ((2, 4, 30, 32, 3), "height 30 is not divisible by the patch size 8"),
+        ((2, 4, 32, 36, 3), "width 36 is not divisible"),
+        ((2, 3, 32, 32, 3), "3 frames, which is not divisible by the tubelet size 2"),
+        ((2, 8, 32, 32, 3), r"built for clips of shape \(4, 32, 32, 3\).*num_frames=8"),
+        ((2, 4, 64, 64, 3), "image_size=64"),
+    ],
+)
+def test_bad_video_is_explained(classifier, shape, message):
+    with pytest.raises(ValueError, match=message):
+        classifier(np.zeros(shape, "float32"))
+
+
+def test_bad_video_is_explained_under_predict(classifier):
+    with pytest.raises(ValueError, match="not divisible by the patch size"):
+        classifier.predict(np.zeros((1, 4, 30, 32, 3), "float32"), verbose=0)
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(image_size=225), "not divisible by patch_size=16"),
+        (dict(num_frames=15), "num_frames=15 is not divisible by tubelet_size=2"),
+        (dict(hidden_dim=100, num_heads=12), "not divisible by num_heads"),
+        (dict(hidden_dims=768), "Unknown argument"),
+    ],
+)
+def test_bad_architecture_is_explained(kwargs, message):
+    with pytest.raises((ValueError, TypeError), match=message):
+        vk.VideoMAEClassifier(num_classes=5, **kwargs)
+
+
+def test_bad_masks_are_explained():
+    model = vk.VideoMAEPretrainer(mask_ratio=0.5, **dict(TINY, depth=1), **TINY_DECODER)
+    video = _video()
+    with pytest.raises(ValueError, match=r"shape \(batch, 32\).*got shape \(2, 30\)"):
+        model([video, np.zeros((2, 30), bool)])
+    with pytest.raises(ValueError, match="2 rows but the video batch has 3"):
+        model([_video(3), _masks(2)])
+    masks = _masks(2)
+    masks[1, np.flatnonzero(masks[1])[:2]] = False
+    with pytest.raises(ValueError, match="exactly 16 of 32 tokens.*sample 1: 14"):
+        model([video, masks])
+    with pytest.raises(ValueError, match="takes inputs"):
+        model(video)
+    with pytest.raises(ValueError, match="between 1 and 31"):
+        vk.VideoMAEPretrainer(num_masked=32, **TINY)

@@ -1,0 +1,84 @@
+#!/usr/bin/env python
+"""Runs the test suite once per Keras backend (jax, tensorflow, torch) and summarises.
+
+Usage: python tools/test_all_backends.py [--backends jax,torch] [extra pytest arguments]
+
+Keras picks its backend once per process, so each backend gets its own pytest run. The exit
+status is non-zero if any backend fails.
+"""
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+BACKENDS = ("jax", "tensorflow", "torch")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--backends",
+        default=",".join(BACKENDS),
+        help="comma-separated backends to test (default: all three)",
+    )
+    args, pytest_args = parser.parse_known_args()
+    backends = [b.strip() for b in args.backends.split(",") if b.strip()]
+    unknown = sorted(set(backends) - set(BACKENDS))
+    if unknown:
+        parser.error(f"unknown backend(s) {unknown}; choose from {', '.join(BACKENDS)}")
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    report = tempfile.NamedTemporaryFile(prefix="parity-", suffix=".jsonl", delete=False).name
+    results = []
+    for backend in backends:
+        print(f"\n===== KERAS_BACKEND={backend} =====", flush=True)
+        env = dict(
+            os.environ,
+            KERAS_BACKEND=backend,
+            TF_CPP_MIN_LOG_LEVEL="2",
+            VIDEOMAE_PARITY_REPORT=report,
+        )
+        start = time.time()
+        code = subprocess.call(
+            [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *pytest_args],
+            cwd=root,
+            env=env,
+        )
+        results.append((backend, code, time.time() - start))
+
+    print_parity_table(report, backends)
+    os.unlink(report)
+    print("\n===== summary =====")
+    for backend, code, seconds in results:
+        status = "passed" if code == 0 else f"FAILED (exit {code})"
+        print(f"{backend:<11} {status:<18} {seconds / 60:5.1f} min")
+    return 0 if all(code == 0 for _, code, _ in results) else 1
+
+
+def print_parity_table(path, backends):
+    """Max |diff| to the PyTorch reference per test and backend, as the tests measured it."""
+    with open(path, encoding="utf-8") as f:
+        rows = [json.loads(line) for line in f if line.strip()]
+    if not rows:
+        return
+    table = {}
+    for row in rows:
+        name = f"{row['test']} [{row['output']}]"
+        table.setdefault(name, {})[row["backend"]] = row["max_abs_diff"]
+    width = max(len(name) for name in table)
+    print("\n===== parity with the PyTorch reference: max |diff| =====")
+    print(f"{'':<{width}}  " + "  ".join(f"{b:>10}" for b in backends))
+    for name in sorted(table):
+        cells = [table[name].get(b) for b in backends]
+        print(f"{name:<{width}}  " + "  ".join(
+            f"{c:>10.2e}" if c is not None else f"{'-':>10}" for c in cells))
+    worst = [max((v.get(b, 0.0) for v in table.values()), default=0.0) for b in backends]
+    print(f"{'largest':<{width}}  " + "  ".join(f"{w:>10.2e}" for w in worst))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
