@@ -13,9 +13,27 @@ from videomae_keras.layers.embedding import (
 from videomae_keras.layers.transformer import TransformerBlock
 
 
-def _drop_path_rates(rate, depth):
-    """Stochastic depth grows linearly from 0 to `rate` over the blocks (timm)."""
-    return [float(r) for r in np.linspace(0.0, rate, depth)] if depth else []
+def _transformer_blocks(owner, hidden_dim, num_heads, mlp_dim, layer_norm_epsilon):
+    """`owner.depth` blocks sharing the owner's bias, scale, dropout and init settings, with
+    stochastic depth growing linearly from 0 to `owner.drop_path_rate` (timm)."""
+    rates = np.linspace(0.0, owner.drop_path_rate, owner.depth) if owner.depth else []
+    return [
+        TransformerBlock(
+            hidden_dim,
+            num_heads,
+            mlp_dim,
+            qv_bias=owner.qv_bias,
+            init_values=owner.init_values,
+            dropout_rate=owner.dropout_rate,
+            attention_dropout_rate=owner.attention_dropout_rate,
+            drop_path_rate=float(rate),
+            layer_norm_epsilon=layer_norm_epsilon,
+            kernel_initializer=owner.kernel_initializer,
+            dtype=owner.dtype_policy,
+            name=f"blocks_{i}",
+        )
+        for i, rate in enumerate(rates)
+    ]
 
 
 @keras.saving.register_keras_serializable(package="videomae_keras")
@@ -77,23 +95,9 @@ class VideoMAEEncoder(keras.layers.Layer):
         )
         self.pos_embed = SinusoidPositionEmbedding(dtype=policy, name="pos_embed")
         self.pos_drop = keras.layers.Dropout(self.dropout_rate, dtype=policy, name="pos_drop")
-        self.blocks = [
-            TransformerBlock(
-                self.hidden_dim,
-                self.num_heads,
-                self.mlp_dim,
-                qv_bias=self.qv_bias,
-                init_values=self.init_values,
-                dropout_rate=self.dropout_rate,
-                attention_dropout_rate=self.attention_dropout_rate,
-                drop_path_rate=rate,
-                layer_norm_epsilon=self.layer_norm_epsilon,
-                kernel_initializer=self.kernel_initializer,
-                dtype=policy,
-                name=f"blocks_{i}",
-            )
-            for i, rate in enumerate(_drop_path_rates(self.drop_path_rate, self.depth))
-        ]
+        self.blocks = _transformer_blocks(
+            self, self.hidden_dim, self.num_heads, self.mlp_dim, self.layer_norm_epsilon
+        )
         self.norm = None
         if self.use_final_norm:
             self.norm = keras.layers.LayerNormalization(
@@ -209,23 +213,9 @@ class VideoMAEDecoder(keras.layers.Layer):
         )
         policy = self.dtype_policy
         self.pos_embed = SinusoidPositionEmbedding(dtype=policy, name="pos_embed")
-        self.blocks = [
-            TransformerBlock(
-                self.hidden_dim,
-                self.num_heads,
-                self.mlp_dim,
-                qv_bias=self.qv_bias,
-                init_values=self.init_values,
-                dropout_rate=self.dropout_rate,
-                attention_dropout_rate=self.attention_dropout_rate,
-                drop_path_rate=rate,
-                layer_norm_epsilon=self.layer_norm_epsilon,
-                kernel_initializer=self.kernel_initializer,
-                dtype=policy,
-                name=f"blocks_{i}",
-            )
-            for i, rate in enumerate(_drop_path_rates(self.drop_path_rate, self.depth))
-        ]
+        self.blocks = _transformer_blocks(
+            self, self.hidden_dim, self.num_heads, self.mlp_dim, self.layer_norm_epsilon
+        )
         self.norm = keras.layers.LayerNormalization(
             epsilon=self.norm_epsilon, dtype=policy, name="norm"
         )
