@@ -134,9 +134,12 @@ class SinusoidPositionEmbedding(keras.layers.Layer):
 
     `layer(x)` adds rows 0..N-1 to x of shape (B, N, D). `layer(x, positions=idx,
     num_tokens=N)` adds the rows at integer positions idx (B, K) of the N-row table, for tokens
-    that were gathered out of order (visible or masked subsets). Tables become backend tensors
-    once per size, in `prepare` (called from the owning layer's build, outside any jit trace,
-    so torch.compile sees a constant rather than numpy code).
+    that were gathered out of order (visible or masked subsets).
+
+    The owning layer calls `prepare` in its build. On JAX and TensorFlow the numpy table is
+    folded into each compiled graph as a constant (a tensor captured from outside would become
+    an extra graph input in exported SavedModel/ONNX files). On torch it is converted to a
+    device tensor once there: no host copy per call, and torch.compile never meets numpy code.
     """
 
     def __init__(self, **kwargs):
@@ -144,14 +147,15 @@ class SinusoidPositionEmbedding(keras.layers.Layer):
         self._tables = {}
 
     def prepare(self, num_tokens, dim):
-        """Converts the (num_tokens, dim) table to a backend tensor now and keeps it."""
+        """Computes the (num_tokens, dim) table now, outside any trace."""
         key = (int(num_tokens), int(dim))
-        if key not in self._tables:
-            self._tables[key] = ops.convert_to_tensor(sinusoid_table(*key))
+        table = sinusoid_table(*key)
+        if keras.backend.backend() == "torch" and key not in self._tables:
+            self._tables[key] = ops.convert_to_tensor(table)
 
     def _table(self, num_tokens, dim):
         table = self._tables.get((int(num_tokens), int(dim)))
-        if table is None:  # not prepared: convert on the fly (fine outside torch.compile)
+        if table is None:
             table = ops.convert_to_tensor(sinusoid_table(num_tokens, dim))
         return table
 

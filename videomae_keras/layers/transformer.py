@@ -6,6 +6,15 @@ from keras import ops
 from videomae_keras.layers.attention import MultiHeadSelfAttention
 
 
+def gelu(x):
+    """Exact GELU written as PyTorch computes it, 0.5 * x * (1 + erf(x / sqrt(2))).
+
+    TensorFlow's own exact GELU uses erfc, which ONNX has no operator for; this form exports
+    everywhere and follows the reference's arithmetic.
+    """
+    return 0.5 * x * (1.0 + ops.erf(x * ops.cast(0.7071067811865476, x.dtype)))
+
+
 @keras.saving.register_keras_serializable(package="videomae_keras")
 class MLP(keras.layers.Layer):
     """fc1 -> exact (erf) GELU -> fc2 -> dropout, as in timm / the official code."""
@@ -43,7 +52,7 @@ class MLP(keras.layers.Layer):
 
     def call(self, x, training=None):
         # No dropout between the activation and fc2, as in the official Mlp.
-        x = ops.gelu(self.fc1(x), approximate=False)
+        x = gelu(self.fc1(x))
         return self.dropout(self.fc2(x), training=training)
 
     def compute_output_shape(self, input_shape):
