@@ -46,8 +46,9 @@ def read_checkpoint(source):
     path = os.fspath(source)
     if not os.path.exists(path):
         raise CheckpointError(
-            f"Checkpoint not found: {path}. Give an official .pth file, a transformers folder "
-            "(config.json + model.safetensors or pytorch_model.bin), or a .safetensors/.bin file."
+            f"Checkpoint not found: {path}.{_registry_hint(path)} Give an official .pth file, a "
+            "transformers folder (config.json + model.safetensors or pytorch_model.bin), a "
+            ".safetensors/.bin file, or a registered name (videomae-keras port --list)."
         )
     if os.path.isdir(path):
         return _read_hf_folder(path)
@@ -56,6 +57,16 @@ def read_checkpoint(source):
     if os.path.basename(path) in HF_WEIGHT_FILES and os.path.exists(sibling_config):
         hf_config = _read_json(sibling_config)
     return Checkpoint(_read_weights_file(path), path, hf_config)
+
+
+def _registry_hint(path):
+    """' Did you mean ...?' for a missing path that looks like a mistyped registered name."""
+    import difflib
+
+    from videomae_keras import registry
+
+    close = difflib.get_close_matches(path, registry.names(), n=3, cutoff=0.75)
+    return f" Did you mean {', '.join(close)}?" if close else ""
 
 
 def _read_hf_folder(folder):

@@ -1,6 +1,7 @@
 """`from_pretrained` and `load_pytorch_weights`: PyTorch VideoMAE checkpoints into Keras models."""
 
 import dataclasses
+import os
 import re
 
 import numpy as np
@@ -60,7 +61,7 @@ def _canonical_checkpoint(source):
     return checkpoint, state, layout, notes
 
 
-def load_pytorch_weights(model, source, strict=True):
+def load_pytorch_weights(model, source, strict=True, progress=None):
     """Fills `model` (any VideoMAE Keras model) with the weights of a PyTorch checkpoint.
 
     `source` is an official .pth (under 'model', 'module' or raw; prefixes module.,
@@ -68,7 +69,7 @@ def load_pytorch_weights(model, source, strict=True):
     file. With `strict=True` any key the model lacks, any model weight the checkpoint lacks
     and any shape mismatch raise one ValueError that lists them all, and nothing is changed.
     With `strict=False` the matching weights are loaded and the rest reported. Returns a
-    `LoadReport`.
+    `LoadReport`. `progress`, if given, is called once per tensor assigned.
     """
     checkpoint, state, layout, notes = _canonical_checkpoint(source)
     targets = keras_weight_map(model)
@@ -93,14 +94,45 @@ def load_pytorch_weights(model, source, strict=True):
         )
     for key, value in values.items():
         targets[key][0].assign(value)
+        if progress is not None:
+            progress()
     return report
 
 
-def from_pretrained(source, task=None, *, strict=None, dtype=None, **overrides):
+@dataclasses.dataclass
+class ModelPlan:
+    """A checkpoint read and understood: its canonical tensors and the model that fits it."""
+
+    checkpoint: Checkpoint
+    state: dict
+    layout: str
+    notes: list
+    task: str
+    natural_task: str
+    kwargs: dict
+
+
+def plan_model(source, task=None, dtype=None, **overrides):
+    """Reads `source` and works out the model for it (see `from_pretrained`)."""
+    checkpoint, state, layout, notes = _canonical_checkpoint(source)
+    natural_task, kwargs = infer_architecture(state, layout, checkpoint.hf_config, overrides)
+    task = task or natural_task
+    if task not in TASKS:
+        raise ValueError(f"task must be one of {TASKS}; got {task!r}.")
+    kwargs = _arguments_for_task(kwargs, task)
+    kwargs.update(overrides)
+    if dtype is not None:
+        kwargs["dtype"] = dtype
+    return ModelPlan(checkpoint, state, layout, notes, task, natural_task, kwargs)
+
+
+def from_pretrained(source, task=None, *, strict=None, dtype=None, progress=None, **overrides):
     """Builds the Keras model that matches a PyTorch VideoMAE checkpoint and loads it.
 
-    `source`: an official .pth, a transformers folder (config.json + weights) or a single
-    .safetensors/.bin file. The architecture (size, heads, patch, depths, classes, pooling,
+    `source`: an official .pth, a transformers folder (config.json + weights), a single
+    .safetensors/.bin file, or a registered name (`videomae_keras.registry.names()`, e.g.
+    "videomae-b-k400-ft-1600e" or "MCG-NJU/videomae-base-finetuned-kinetics"), which is
+    downloaded and converted once, then loaded from the cache. The architecture (size, heads, patch, depths, classes, pooling,
     pretraining or fine-tuned) comes from config.json when there is one, else from the tensor
     shapes (heads from the official table: official checkpoints do not store them). LayerNorm
     epsilons follow the source: 1e-6 everywhere for official files; layer_norm_eps (1e-12)
@@ -112,19 +144,20 @@ def from_pretrained(source, task=None, *, strict=None, dtype=None, **overrides):
     drop_path_rate, epsilons, ... (a checkpoint does not say which clip size it was used at:
     the default is 16 frames at 224, or config.json's values).
     """
-    checkpoint, state, layout, notes = _canonical_checkpoint(source)
-    natural_task, kwargs = infer_architecture(state, layout, checkpoint.hf_config, overrides)
-    task = task or natural_task
-    if task not in TASKS:
-        raise ValueError(f"task must be one of {TASKS}; got {task!r}.")
-    kwargs = _arguments_for_task(kwargs, task)
-    kwargs.update(overrides)
-    if dtype is not None:
-        kwargs["dtype"] = dtype
-    model = build_model(task, kwargs)
-    report = load_pytorch_weights(
-        model, checkpoint, strict=(task == natural_task) if strict is None else strict
-    )
+    from videomae_keras import hub, registry
+
+    if isinstance(source, str) and not os.path.exists(source) and registry.is_registered(source):
+        if task is not None or dtype is not None:
+            raise ValueError(
+                "task= and dtype= apply to checkpoint files; for a registered name, port it "
+                "(videomae-keras port NAME) and load the file with the options you need."
+            )
+        return hub.load(source, progress=progress is not False, **overrides)
+    plan = plan_model(source, task, dtype=dtype, **overrides)
+    model = build_model(plan.task, plan.kwargs)
+    if strict is None:
+        strict = plan.task == plan.natural_task
+    report = load_pytorch_weights(model, plan.checkpoint, strict=strict, progress=progress)
     model.load_report = report
     return model
 

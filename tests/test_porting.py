@@ -1,0 +1,183 @@
+"""The port command: every format written and verified, atomic outputs, refusals, exit codes."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import keras
+import reference
+import videomae_keras as vk
+from videomae_keras import cli, export, porting
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# ViT-S width (so official files need no head count) at a small depth and clip size.
+OFFICIAL = dict(
+    image_size=32, patch_size=8, num_frames=4, hidden_size=384, num_hidden_layers=2,
+    num_attention_heads=6, intermediate_size=1536, decoder_hidden_size=192,
+    decoder_num_hidden_layers=1, decoder_num_attention_heads=3, decoder_intermediate_size=768,
+    num_labels=5,
+)
+CLIP = dict(num_frames=4, image_size=32)
+
+
+@pytest.fixture(scope="module")
+def official_classifier(tmp_path_factory):
+    hf = reference.set_official_epsilons(reference.hf_model("classifier", seed=41, **OFFICIAL))
+    path = str(tmp_path_factory.mktemp("official") / "vit_s_ft.pth")
+    return reference.save_official(reference.official_state_dict(hf), path, "module")
+
+
+@pytest.fixture(scope="module")
+def hf_pretrainer(tmp_path_factory):
+    hf = reference.hf_model("pretrainer", seed=42, use_mean_pooling=False, **reference.SMALL)
+    folder = str(tmp_path_factory.mktemp("hf") / "videomae-small-pt")
+    hf.save_pretrained(folder)
+    return folder
+
+
+def _leftovers(folder):
+    return sorted(name for name in os.listdir(folder) if name.startswith("."))
+
+
+def test_official_classifier_to_every_format(official_classifier, tmp_path, record_parity):
+    out = str(tmp_path / "out")
+    result = porting.port(
+        official_classifier, out, formats=["keras", "h5", "savedmodel", "onnx"], verify=True,
+        progress=False, **CLIP,
+    )
+    assert sorted(result.files) == ["h5", "keras", "onnx", "savedmodel"]
+    assert sorted(os.listdir(out)) == [
+        "vit_s_ft.keras", "vit_s_ft.onnx", "vit_s_ft.weights.h5", "vit_s_ft_savedmodel",
+    ]
+    assert "official eps" not in result.reference and "eps 1e-06" in result.reference
+    for what, diff in result.differences.items():
+        assert diff <= 1e-5, (what, diff)
+    assert result.differences[".keras reloaded"] == 0.0
+    assert len(result.differences) == 7
+    # The SavedModel has both signatures; the ONNX file takes a batch of clips named `video`.
+    import onnxruntime
+
+    session = onnxruntime.InferenceSession(result.files["onnx"], providers=["CPUExecutionProvider"])
+    assert [(i.name, i.shape[1:]) for i in session.get_inputs()] == [("video", [4, 32, 32, 3])]
+    model = keras.saving.load_model(result.files["keras"])
+    inputs = porting.fixed_inputs(model, batch=3, seed=5)
+    outputs = export.run_saved_model(result.files["savedmodel"], inputs, jit_compile=True)
+    expected = keras.ops.convert_to_numpy(model(inputs["video"]))
+    assert record_parity("SavedModel under XLA vs Keras, batch 3", outputs["logits"], expected) <= 1e-5
+    summary = result.summary()
+    assert "22." not in summary and "Parameters" in summary and "SavedModel" in summary
+
+
+def test_transformers_pretrainer_with_masks(hf_pretrainer, tmp_path):
+    result = porting.port(
+        hf_pretrainer, str(tmp_path), formats=["keras", "savedmodel", "onnx"], verify=True,
+        progress=False, mask_ratio=0.5,
+    )
+    assert result.reference == "transformers VideoMAEForPreTraining.from_pretrained"
+    assert max(result.differences.values()) <= 1e-5
+    import onnxruntime
+
+    session = onnxruntime.InferenceSession(result.files["onnx"], providers=["CPUExecutionProvider"])
+    assert [i.name for i in session.get_inputs()] == ["video", "bool_masked_pos"]
+
+
+def test_verification_failure_writes_nothing(official_classifier, tmp_path):
+    out = tmp_path / "out"
+    with pytest.raises(porting.VerificationError, match="tolerance"):
+        porting.port(official_classifier, str(out), formats=["keras", "h5"], verify=True,
+                     tolerance=-1.0, progress=False, **CLIP)
+    assert not out.exists() or os.listdir(out) == []
+
+
+def test_failure_in_a_later_format_removes_earlier_ones(official_classifier, tmp_path, monkeypatch):
+    def broken(*args, **kwargs):
+        raise RuntimeError("simulated export failure")
+
+    monkeypatch.setattr(export, "export_files", broken)
+    out = tmp_path / "out"
+    with pytest.raises(RuntimeError, match="simulated"):
+        porting.port(official_classifier, str(out), formats=["keras", "h5", "onnx"],
+                     progress=False, **CLIP)
+    assert os.listdir(out) == []  # neither the finished .keras/.h5 nor temporary files
+
+
+def test_existing_outputs_are_kept_without_overwrite(official_classifier, tmp_path, capsys):
+    target = tmp_path / "vit_s_ft.keras"
+    target.write_bytes(b"precious")
+    code = cli.main(["port", official_classifier, "--out", str(tmp_path), "--quiet",
+                     "--num-frames", "4", "--image-size", "32"])
+    assert code == 2
+    message = capsys.readouterr().err.strip()
+    assert message.count("\n") == 0 and "exists already; pass --overwrite" in message
+    assert target.read_bytes() == b"precious"
+    code = cli.main(["port", official_classifier, "--out", str(tmp_path), "--quiet", "--overwrite",
+                     "--num-frames", "4", "--image-size", "32"])
+    assert code == 0
+    assert keras.saving.load_model(str(target)).count_params() > 0
+    assert _leftovers(tmp_path) == []
+
+
+def test_cli_errors_are_one_line(tmp_path, capsys):
+    import pickle
+
+    class Exploit:
+        def __reduce__(self):
+            return (os.system, ("echo pwned",))
+
+    evil = tmp_path / "evil.pth"
+    with open(evil, "wb") as f:
+        pickle.dump({"model": Exploit()}, f, protocol=2)
+    for argv, message in [
+        (["port", str(evil), "--out", str(tmp_path)], "Refusing to load"),
+        (["port", str(tmp_path / "missing.pth"), "--out", str(tmp_path)], "Checkpoint not found"),
+        (["port", "videomae-b-k400-ft-1600", "--out", str(tmp_path)], "Did you mean"),
+        (["port", str(evil)], "give a SOURCE and --out"),
+    ]:
+        assert cli.main(argv) == 2
+        err = capsys.readouterr().err
+        errors = [line for line in err.splitlines() if "error:" in line]
+        assert len(errors) == 1 and message in errors[0] and "Traceback" not in err, err
+    with pytest.raises(SystemExit):
+        cli.main(["port", "x", "--out", "y", "--format", "tflite"])
+    assert "unknown format(s) tflite" in capsys.readouterr().err
+
+
+def test_cli_json_summary_and_exit_code_on_failed_verification(official_classifier, tmp_path, capsys):
+    argv = ["port", official_classifier, "--out", str(tmp_path), "--quiet", "--json", "--verify",
+            "--num-frames", "4", "--image-size", "32"]
+    assert cli.main(argv) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["parameters"] > 0 and summary["files"]["keras"].endswith(".keras")
+    assert list(summary["max_abs_diff"])[0].startswith("Keras vs PyTorch reference")
+    assert cli.main(argv + ["--overwrite", "--tolerance", "-1"]) == 1
+    assert "verification failed" in capsys.readouterr().err
+
+
+def test_onnx_size_limit_is_explained(official_classifier, tmp_path, monkeypatch):
+    monkeypatch.setattr(porting, "ONNX_SIZE_LIMIT", 1000)
+    with pytest.raises(ValueError, match="limited to 2 GB"):
+        porting.port(official_classifier, str(tmp_path), formats=["onnx"], progress=False, **CLIP)
+
+
+def test_tools_script_and_console_command(official_classifier, tmp_path):
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    script = os.path.join(ROOT, "tools", "port_pytorch_weights.py")
+    run = subprocess.run(
+        [sys.executable, script, official_classifier, "--out", str(tmp_path), "--format", "h5",
+         "--num-frames", "4", "--image-size", "32", "--quiet"],
+        capture_output=True, text=True, env=env,
+    )
+    assert run.returncode == 0, run.stderr
+    assert "vit_s_ft.weights.h5" in run.stdout
+    help_text = subprocess.run([sys.executable, script, "--help"], capture_output=True, text=True,
+                               env=env).stdout
+    assert "--verify" in help_text and "--overwrite" in help_text
+    command = shutil.which("videomae-keras", path=os.path.dirname(sys.executable))
+    assert command, "the console command is installed beside the interpreter"
+    listed = subprocess.run([command, "port", "--list"], capture_output=True, text=True, env=env)
+    assert listed.returncode == 0 and "videomae-b-k400-ft-1600e" in listed.stdout

@@ -1,0 +1,228 @@
+"""SavedModel (TF Serving) and ONNX files of the Keras models, made through TensorFlow.
+
+Both exporters need the TensorFlow backend. `export_files` works from any backend: under
+another backend it runs the export in a TensorFlow subprocess that loads the model's `.keras`
+file. SavedModels carry `serving_default` (float32 normalised clips) and, by default,
+`serving_uint8` (uint8 frames of the model's size, scaled by 1/255 and normalised with the
+ImageNet mean and std inside the graph). `run_saved_model` runs an exported file in a fresh
+TensorFlow process, the way a server would see it.
+
+Run as `python -m videomae_keras.export ...` this module is that subprocess.
+"""
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+
+import numpy as np
+
+import keras
+
+from videomae_keras.configs import IMAGENET_MEAN, IMAGENET_STD
+
+OUTPUT_NAMES = {"classifier": "logits", "pretrainer": "predictions", "backbone": "tokens"}
+
+
+def task_of(model):
+    from videomae_keras import models
+
+    if isinstance(model, models.VideoMAEPretrainer):
+        return "pretrainer"
+    if isinstance(model, models.VideoMAEBackbone):
+        return "backbone"
+    return "classifier"
+
+
+def takes_mask(model):
+    return getattr(model, "num_masked", None) is not None
+
+
+def input_specs(model):
+    """[(name, shape, dtype)] of the model's inputs with a free batch axis."""
+    specs = [("video", (None, *model.video_shape), "float32")]
+    if takes_mask(model):
+        specs.append(("bool_masked_pos", (None, model.num_tokens), "bool"))
+    return specs
+
+
+def _require_tensorflow():
+    if keras.backend.backend() != "tensorflow":
+        raise RuntimeError(
+            "This export runs on the TensorFlow backend; use export_files(), which switches to "
+            "a TensorFlow subprocess, or set KERAS_BACKEND=tensorflow."
+        )
+    import tensorflow as tf
+
+    return tf
+
+
+def normalize_uint8(frames, tf):
+    """uint8 frames -> float32 model input: x / 255, then ImageNet mean and std."""
+    mean = tf.constant(IMAGENET_MEAN, tf.float32)
+    std = tf.constant(IMAGENET_STD, tf.float32)
+    return (tf.cast(frames, tf.float32) / 255.0 - mean) / std
+
+
+def export_saved_model(model, path, uint8_signature=True):
+    """Writes a SavedModel for TF Serving at `path` (TensorFlow backend).
+
+    Written with tf.saved_model.save on a tf.Module that tracks each variable once (Keras'
+    ExportArchive stores every weight twice, doubling the file).
+    """
+    tf = _require_tensorflow()
+    output = OUTPUT_NAMES[task_of(model)]
+    specs = [tf.TensorSpec(shape, dtype, name=name) for name, shape, dtype in input_specs(model)]
+
+    def run(inputs):
+        inputs = inputs[0] if len(inputs) == 1 else list(inputs)
+        return {output: model(inputs, training=False)}
+
+    module = tf.Module()
+    module.model_variables = [v.value for v in model.variables]  # the raw tf.Variables
+    module.serve = tf.function(lambda *inputs: run(inputs), input_signature=specs)
+    signatures = {"serving_default": module.serve.get_concrete_function()}
+    if uint8_signature:
+        frames = tf.TensorSpec(specs[0].shape, tf.uint8, name="frames")
+        module.serve_uint8 = tf.function(
+            lambda frames, *rest: run((normalize_uint8(frames, tf), *rest)),
+            input_signature=[frames, *specs[1:]],
+        )
+        signatures["serving_uint8"] = module.serve_uint8.get_concrete_function()
+    tf.saved_model.save(module, path, signatures=signatures)
+
+
+def export_onnx(model, path, opset_version=None):
+    """Writes an ONNX file at `path` (TensorFlow backend, through tf2onnx)."""
+    tf = _require_tensorflow()
+    specs = [tf.TensorSpec(shape, dtype, name=name) for name, shape, dtype in input_specs(model)]
+    signature = specs if len(specs) == 1 else [specs]
+    model.export(path, format="onnx", input_signature=signature, opset_version=opset_version,
+                 verbose=False)
+
+
+def export_files(model, keras_file, saved_model=None, onnx=None):
+    """Exports `model` (saved at `keras_file`) to a SavedModel and/or ONNX file, from any
+    backend. The paths are written as given (callers make them temporary for atomicity)."""
+    if keras.backend.backend() == "tensorflow":
+        if saved_model:
+            export_saved_model(model, saved_model)
+        if onnx:
+            export_onnx(model, onnx)
+        return
+    command = ["export", keras_file]
+    if saved_model:
+        command += ["--saved-model", saved_model]
+    if onnx:
+        command += ["--onnx", onnx]
+    _run_tensorflow_worker(command)
+
+
+def _run_tensorflow_worker(arguments):
+    # The worker imports this package from wherever this process did (installed or not).
+    package_root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    path = os.pathsep.join(p for p in (package_root, os.environ.get("PYTHONPATH")) if p)
+    env = dict(os.environ, KERAS_BACKEND="tensorflow", TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=path)
+    process = subprocess.run(
+        [sys.executable, "-m", "videomae_keras.export", *arguments],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    if process.returncode != 0:
+        tail = "\n".join(process.stderr.strip().splitlines()[-15:])
+        raise RuntimeError(f"The TensorFlow export process failed:\n{tail}")
+    return process.stdout
+
+
+def run_saved_model(path, inputs, signature="serving_default", jit_compile=False):
+    """Runs a SavedModel signature in a fresh TensorFlow process; returns {output: array}.
+
+    `inputs` maps input names to arrays. With `jit_compile` the signature runs inside a
+    `tf.function(jit_compile=True)`, i.e. under XLA.
+    """
+    return run_saved_model_many(path, [(signature, inputs, jit_compile)])[0]
+
+
+def run_saved_model_many(path, runs):
+    """Several (signature, inputs, jit_compile) runs of one SavedModel in one fresh process."""
+    with tempfile.TemporaryDirectory() as folder:
+        manifest = []
+        for i, (signature, inputs, jit_compile) in enumerate(runs):
+            feed = os.path.join(folder, f"in{i}.npz")
+            np.savez(feed, **inputs)
+            manifest.append({"signature": signature, "inputs": feed, "xla": bool(jit_compile),
+                             "outputs": os.path.join(folder, f"out{i}.npz")})
+        manifest_path = os.path.join(folder, "runs.json")
+        with open(manifest_path, "w", encoding="utf-8") as f:
+            json.dump(manifest, f)
+        _run_tensorflow_worker(["run-saved-model", path, manifest_path])
+        results = []
+        for run in manifest:
+            with np.load(run["outputs"]) as data:
+                results.append({k: data[k] for k in data.files})
+        return results
+
+
+def run_onnx(path, inputs):
+    """Runs an ONNX file with onnxruntime on the CPU; returns {output: array}."""
+    try:
+        import onnxruntime
+    except ImportError:
+        raise ImportError("Running ONNX files needs onnxruntime: pip install onnxruntime") from None
+    session = onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"])
+    names = [i.name for i in session.get_inputs()]
+    feed = {name: inputs[name] for name in names}
+    outputs = session.run(None, feed)
+    return {o.name: v for o, v in zip(session.get_outputs(), outputs)}
+
+
+# --- the TensorFlow subprocess ---------------------------------------------------------------
+
+def _worker_export(args):
+    model = keras.saving.load_model(args.model)
+    if args.saved_model:
+        export_saved_model(model, args.saved_model)
+    if args.onnx:
+        export_onnx(model, args.onnx)
+
+
+def _worker_run_saved_model(args):
+    import tensorflow as tf
+
+    loaded = tf.saved_model.load(args.path)
+    with open(args.manifest, encoding="utf-8") as f:
+        runs = json.load(f)
+    for run in runs:
+        function = loaded.signatures[run["signature"]]
+        with np.load(run["inputs"]) as data:
+            feed = {k: tf.constant(data[k]) for k in data.files}
+        if run["xla"]:
+            outputs = tf.function(lambda **kw: function(**kw), jit_compile=True)(**feed)
+        else:
+            outputs = function(**feed)
+        np.savez(run["outputs"], **{k: v.numpy() for k, v in outputs.items()})
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m videomae_keras.export")
+    commands = parser.add_subparsers(dest="command", required=True)
+    export = commands.add_parser("export", help="export a .keras model (TensorFlow backend)")
+    export.add_argument("model")
+    export.add_argument("--saved-model")
+    export.add_argument("--onnx")
+    export.set_defaults(run=_worker_export)
+    run = commands.add_parser("run-saved-model", help="run SavedModel signatures")
+    run.add_argument("path")
+    run.add_argument("manifest", help="JSON list of {signature, inputs, outputs, xla}")
+    run.set_defaults(run=_worker_run_saved_model)
+    args = parser.parse_args(argv)
+    if keras.backend.backend() != "tensorflow":
+        parser.error("run with KERAS_BACKEND=tensorflow")
+    args.run(args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,320 @@
+"""Porting a PyTorch VideoMAE checkpoint: build the Keras model, verify it, write its files.
+
+`port()` is what `videomae-keras port` and `tools/port_pytorch_weights.py` run. Every output
+is written atomically and an existing one is only replaced with `overwrite=True`; with
+`verify=True` the Keras outputs are compared with the PyTorch reference on a fixed input, and
+every written file is loaded back and compared with the Keras model.
+"""
+
+import dataclasses
+import os
+import shutil
+import tempfile
+
+import numpy as np
+
+import keras
+
+from videomae_keras import export, flops, hub, registry
+from videomae_keras.atomic import atomic_output, check_writable
+from videomae_keras.convert.loading import build_model, load_pytorch_weights, plan_model
+from videomae_keras.progress import Stages
+
+FORMATS = {
+    "keras": ".keras",
+    "h5": ".weights.h5",
+    "savedmodel": "_savedmodel",
+    "onnx": ".onnx",
+}
+ONNX_SIZE_LIMIT = 2 * 1024**3  # protobuf's limit for a single ONNX file
+
+
+class VerificationError(RuntimeError):
+    """A measured difference is above the tolerance."""
+
+
+@dataclasses.dataclass
+class PortResult:
+    name: str
+    task: str
+    description: str
+    parameters: int
+    gflops: float
+    files: dict  # format -> path
+    differences: dict  # what was compared -> max |diff|
+    reference: str = None
+    notes: list = dataclasses.field(default_factory=list)
+
+    def summary(self):
+        lines = [
+            f"Architecture  {self.description}",
+            f"Parameters    {self.parameters:,} ({self.parameters / 1e6:.1f}M), "
+            f"{self.gflops:.1f} GFLOPs per clip",
+        ]
+        for i, (fmt, path) in enumerate(self.files.items()):
+            label = "Files" if i == 0 else ""
+            lines.append(f"{label:<14}{path}  ({_human(_size(path))}, {fmt})")
+        if self.reference:
+            lines.append(f"Reference     {self.reference}")
+        for i, (what, diff) in enumerate(self.differences.items()):
+            label = "max |diff|" if i == 0 else ""
+            lines.append(f"{label:<14}{diff:.2e}  {what}")
+        for note in self.notes:
+            lines.append(f"Note          {note}")
+        return "\n".join(lines)
+
+
+def _size(path):
+    if os.path.isdir(path):
+        return sum(
+            os.path.getsize(os.path.join(root, f)) for root, _, files in os.walk(path) for f in files
+        )
+    return os.path.getsize(path)
+
+
+def _human(size):
+    for unit in ("B", "KB", "MB", "GB"):
+        if size < 1024 or unit == "GB":
+            return f"{size:.1f} {unit}" if unit != "B" else f"{size} B"
+        size /= 1024
+
+
+def output_paths(out_dir, name, formats):
+    return {fmt: os.path.join(out_dir, name + FORMATS[fmt]) for fmt in formats}
+
+
+def default_name(source):
+    if registry.is_registered(source) and not os.path.exists(source):
+        return source.replace("/", "--")
+    base = os.path.basename(os.path.normpath(os.fspath(source)))
+    for suffix in (".safetensors", ".pth", ".pt", ".bin", ".ckpt", ".tar"):
+        if base.endswith(suffix):
+            return base[: -len(suffix)]
+    return base
+
+
+def fixed_inputs(model, batch=1, seed=0):
+    """The verification input: seeded normal pixels and, for masked models, a seeded mask
+    with the model's count (tube-shaped when the count allows, random otherwise)."""
+    rng = np.random.default_rng(seed)
+    video = rng.standard_normal((batch, *model.video_shape)).astype("float32")
+    inputs = {"video": video}
+    if export.takes_mask(model):
+        frames, height, width = model.grid
+        per_frame, remainder = divmod(model.num_masked, frames)
+        masks = np.zeros((batch, model.num_tokens), bool)
+        for row in masks:
+            if remainder == 0:
+                spatial = np.zeros(height * width, bool)
+                spatial[rng.permutation(height * width)[:per_frame]] = True
+                row[:] = np.tile(spatial, frames)
+            else:
+                row[rng.permutation(model.num_tokens)[: model.num_masked]] = True
+        inputs["bool_masked_pos"] = masks
+    return inputs
+
+
+def normalise_uint8(frames):
+    """uint8 frames -> model input, in float32 as the SavedModel's serving_uint8 does it."""
+    mean = np.asarray(export.IMAGENET_MEAN, np.float32)
+    std = np.asarray(export.IMAGENET_STD, np.float32)
+    return (frames.astype(np.float32) / np.float32(255.0) - mean) / std
+
+
+def keras_outputs(model, inputs):
+    values = list(inputs.values())
+    return np.asarray(keras.ops.convert_to_numpy(model(values if len(values) > 1 else values[0])))
+
+
+def _max_diff(a, b):
+    return float(np.max(np.abs(np.asarray(a, np.float64) - np.asarray(b, np.float64))))
+
+
+def port(
+    source,
+    out_dir,
+    formats=("keras",),
+    verify=False,
+    overwrite=False,
+    name=None,
+    tolerance=1e-4,
+    task=None,
+    progress=True,
+    **overrides,
+):
+    """Converts `source` and writes the requested formats into `out_dir`; returns a PortResult.
+
+    Raises VerificationError (after writing nothing) when the Keras model differs from the
+    PyTorch reference by more than `tolerance`, or (after removing what it wrote) when a
+    written file does.
+    """
+    formats = list(dict.fromkeys(formats))
+    unknown = [f for f in formats if f not in FORMATS]
+    if unknown or not formats:
+        raise ValueError(f"Unknown format(s) {unknown}; choose from {', '.join(FORMATS)}.")
+    name = name or default_name(source)
+    targets = output_paths(out_dir, name, formats)
+    for path in targets.values():  # refuse before doing any work
+        check_writable(path, overwrite)
+
+    registered = registry.is_registered(source) and not os.path.exists(source)
+    total = 2 + (1 if registered else 0) + (1 if verify else 0) + len(formats) + (1 if verify else 0)
+    stages = Stages(total, enabled=progress)
+    notes = []
+    if registered:
+        info = registry.entry(source)
+        overrides = {**info.get("model_args", {}), **overrides}
+        source = stages.run(f"fetch {info['name']}", hub.fetch, info["name"], stages)
+
+    plan = stages.run("read checkpoint", plan_model, source, task, **overrides)
+    notes.extend(plan.notes)
+
+    def build_and_load():
+        model = build_model(plan.task, plan.kwargs)
+        with stages.bar(len(plan.state), "load weights", "tensor") as bar:
+            report = load_pytorch_weights(
+                model, plan.checkpoint, strict=plan.task == plan.natural_task,
+                progress=lambda: bar.update(1),
+            )
+        if report.missing or report.unexpected or report.mismatched:
+            notes.append(f"partial load: {report}")
+        return model
+
+    model = stages.run("build model and load weights", build_and_load)
+    config = model.get_config()
+    counts = flops.count(config)
+    inputs = fixed_inputs(model)
+    reference_out = keras_outputs(model, inputs)
+    output = export.OUTPUT_NAMES[plan.task]
+    differences, reference = {}, None
+
+    if verify:
+        def run_reference():
+            from videomae_keras.convert.reference import build_reference, reference_outputs
+
+            ref_model, description = build_reference(
+                plan.checkpoint.path, plan.layout, plan.checkpoint.hf_config, plan.state,
+                config, plan.task,
+            )
+            return reference_outputs(ref_model, inputs["video"], inputs.get("bool_masked_pos")), description
+
+        torch_out, reference = stages.run("verify against PyTorch", run_reference)
+        differences[f"Keras vs PyTorch reference ({output})"] = _max_diff(reference_out, torch_out)
+        _check(differences, tolerance)
+
+    if "onnx" in formats and _weights_bytes(model) >= ONNX_SIZE_LIMIT:
+        raise ValueError(
+            f"{name} holds {_human(_weights_bytes(model))} of weights; a single ONNX file is "
+            "limited to 2 GB. Export ViT-H and ViT-g as SavedModel or .keras instead."
+        )
+
+    written = {}
+    scratch = tempfile.mkdtemp(prefix="videomae-port-")
+    try:
+        keras_file = targets.get("keras")
+        for fmt in formats:
+            if fmt in ("savedmodel", "onnx"):
+                continue
+            stages.run(f"write {targets[fmt]}", _write, model, fmt, targets[fmt], overwrite)
+            written[fmt] = targets[fmt]
+        exports = [f for f in ("savedmodel", "onnx") if f in formats]
+        if exports:
+            if keras_file is None:
+                keras_file = os.path.join(scratch, "model.keras")
+                model.save(keras_file)
+            for fmt in exports:
+                stages.run(f"write {targets[fmt]}", _export, model, keras_file, fmt,
+                           targets[fmt], overwrite)
+                written[fmt] = targets[fmt]
+        if verify:
+            stages.run("verify written files", _verify_files, model, written, inputs,
+                       reference_out, differences, output)
+            _check(differences, tolerance)
+    except BaseException:
+        for path in written.values():  # a failed port leaves nothing behind
+            _remove(path)
+        raise
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+    return PortResult(
+        name=name,
+        task=plan.task,
+        description=f"{flops.describe(config, plan.task)} ({plan.layout} checkpoint)",
+        parameters=model.count_params(),
+        gflops=counts["flops"] / 1e9,
+        files=written,
+        differences=differences,
+        reference=reference,
+        notes=notes,
+    )
+
+
+def _weights_bytes(model):
+    return sum(int(np.prod(w.shape)) * 4 for w in model.weights)
+
+
+def _check(differences, tolerance):
+    bad = {k: v for k, v in differences.items() if not v <= tolerance}
+    if bad:
+        shown = "; ".join(f"{k}: {v:.2e}" for k, v in bad.items())
+        raise VerificationError(f"Outputs differ by more than the tolerance {tolerance:g}: {shown}.")
+
+
+def _remove(path):
+    if os.path.isdir(path):
+        shutil.rmtree(path, ignore_errors=True)
+    elif os.path.exists(path):
+        os.unlink(path)
+
+
+def _write(model, fmt, path, overwrite):
+    suffix = FORMATS[fmt]
+    with atomic_output(path, overwrite=overwrite, suffix=suffix) as temp:
+        if fmt == "keras":
+            model.save(temp)
+        else:
+            model.save_weights(temp)
+
+
+def _export(model, keras_file, fmt, path, overwrite):
+    if fmt == "savedmodel":
+        with atomic_output(path, overwrite=overwrite, directory=True) as temp:
+            export.export_files(model, keras_file, saved_model=temp)
+    else:
+        with atomic_output(path, overwrite=overwrite, suffix=".onnx") as temp:
+            export.export_files(model, keras_file, onnx=temp)
+
+
+def _verify_files(model, written, inputs, expected, differences, output):
+    values = list(inputs.values())
+    batch = values if len(values) > 1 else values[0]
+    if "keras" in written:
+        restored = keras.saving.load_model(written["keras"])
+        differences[".keras reloaded"] = _max_diff(keras.ops.convert_to_numpy(restored(batch)), expected)
+    if "h5" in written:
+        fresh = type(model).from_config(model.get_config())
+        fresh.load_weights(written["h5"])
+        differences[".weights.h5 into a new model"] = _max_diff(
+            keras.ops.convert_to_numpy(fresh(batch)), expected
+        )
+    if "savedmodel" in written:
+        frames = np.random.default_rng(1).integers(0, 256, inputs["video"].shape, dtype=np.uint8)
+        keras_uint8 = keras_outputs(model, dict(inputs, video=normalise_uint8(frames)))
+        feed_uint8 = {k: v for k, v in inputs.items() if k != "video"}
+        feed_uint8["frames"] = frames
+        plain, xla, uint8 = export.run_saved_model_many(
+            written["savedmodel"],
+            [("serving_default", inputs, False), ("serving_default", inputs, True),
+             ("serving_uint8", feed_uint8, False)],
+        )
+        differences["SavedModel serving_default (fresh TensorFlow process)"] = _max_diff(
+            plain[output], expected
+        )
+        differences["SavedModel serving_default under XLA"] = _max_diff(xla[output], expected)
+        differences["SavedModel serving_uint8 (uint8 frames, in-graph normalisation)"] = _max_diff(
+            uint8[output], keras_uint8
+        )
+    if "onnx" in written:
+        out = list(export.run_onnx(written["onnx"], inputs).values())[0]
+        differences["ONNX (onnxruntime)"] = _max_diff(out, expected)
