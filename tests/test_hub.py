@@ -1,0 +1,263 @@
+"""Registered checkpoints by name, against an HTTP server on 127.0.0.1 that plays the Hugging
+Face Hub and Google Drive (including its 'download anyway' page): download, check, convert
+once, then load offline; and every way a download can go wrong."""
+
+import copy
+import hashlib
+import http.server
+import os
+import threading
+import urllib.parse
+
+import numpy as np
+import pytest
+import torch
+
+import keras
+import reference
+import videomae_keras as vk
+from videomae_keras import cli, hub, registry
+
+VIT_S_HF = dict(hidden_size=384, num_attention_heads=16, intermediate_size=1536, num_labels=400)
+VIT_S_OFFICIAL = dict(hidden_size=384, num_attention_heads=6, intermediate_size=1536, num_labels=400)
+
+
+class Server:
+    """Serves registered byte strings by path; Google Drive ids go through a confirm page."""
+
+    def __init__(self):
+        self.files = {}  # path -> bytes
+        self.drive = {}  # id -> bytes
+        self.requests = []
+        self.truncate = set()
+        self.quota = set()
+        server = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_GET(self):
+                url = urllib.parse.urlparse(self.path)
+                query = dict(urllib.parse.parse_qsl(url.query))
+                server.requests.append(self.path)
+                if url.path == "/uc" and query.get("id") in server.drive:
+                    if query["id"] in server.quota:
+                        return self._send(200, b"<html>Google Drive - Quota exceeded</html>", "text/html")
+                    form = (
+                        '<html><body><form id="download-form" action="/download" method="get">'
+                        f'<input type="hidden" name="id" value="{query["id"]}">'
+                        '<input type="hidden" name="export" value="download">'
+                        '<input type="hidden" name="confirm" value="t">'
+                        '<input type="hidden" name="uuid" value="1234-abcd">'
+                        "</form></body></html>"
+                    ).encode()
+                    return self._send(200, form, "text/html; charset=utf-8")
+                if url.path == "/download" and query.get("confirm") == "t" and query.get("uuid"):
+                    return self._send(200, server.drive[query["id"]], "application/octet-stream")
+                if url.path in server.files:
+                    body = server.files[url.path]
+                    if url.path in server.truncate:
+                        return self._send(200, body[: len(body) // 2], "application/octet-stream",
+                                          length=len(body))
+                    return self._send(200, body, "application/octet-stream")
+                self._send(404, b"not found", "text/plain")
+
+            def _send(self, code, body, kind, length=None):
+                self.send_response(code)
+                self.send_header("Content-Type", kind)
+                self.send_header("Content-Length", str(length or len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def stop(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture
+def server(tmp_path, monkeypatch):
+    server = Server()
+    monkeypatch.setenv("VIDEOMAE_KERAS_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("HF_ENDPOINT", server.url)
+    monkeypatch.setenv("VIDEOMAE_KERAS_GDRIVE_ENDPOINT", server.url)
+    monkeypatch.delenv("VIDEOMAE_KERAS_OFFLINE", raising=False)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    yield server
+    server.stop()
+
+
+def _serve_hf_folder(server, repo, folder, weights=("model.safetensors",)):
+    for name in ("config.json", *weights):
+        with open(os.path.join(folder, name), "rb") as f:
+            server.files[f"/{repo}/resolve/main/{name}"] = f.read()
+
+
+def test_hub_checkpoint_downloads_converts_and_loads_offline(server, tmp_path, monkeypatch, record_parity):
+    """MCG-NJU/videomae-small-finetuned-kinetics: 16 heads per its config.json."""
+    hf = reference.hf_model("classifier", seed=51, **VIT_S_HF)
+    hf.save_pretrained(str(tmp_path / "hf"))
+    _serve_hf_folder(server, "MCG-NJU/videomae-small-finetuned-kinetics", str(tmp_path / "hf"))
+    pixels, video = reference.random_video(VIT_S_HF, batch=1, seed=52)
+    expected = reference.hf_outputs(hf, pixels)
+
+    model = vk.from_pretrained("MCG-NJU/videomae-small-finetuned-kinetics")
+    assert model.encoder.num_heads == 16
+    assert record_parity("logits", model(video), expected) <= 1e-5
+    cached = hub.converted_path("MCG-NJU/videomae-small-finetuned-kinetics")
+    assert os.path.exists(cached)
+
+    server.stop()  # no network from here on
+    monkeypatch.setenv("VIDEOMAE_KERAS_OFFLINE", "1")
+    again = vk.from_pretrained("MCG-NJU/videomae-small-finetuned-kinetics")
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(again(video)),
+                                  keras.ops.convert_to_numpy(model(video)))
+    assert again.registry_entry["top1"] == 79.0
+    longer = vk.from_pretrained("MCG-NJU/videomae-small-finetuned-kinetics", num_frames=8)
+    assert longer.video_shape == (8, 224, 224, 3)
+
+
+def test_google_drive_checkpoint_through_the_confirmation_page(server, tmp_path, record_parity):
+    """videomae-s-k400-ft-1600e: an official DeepSpeed file ('module') on Google Drive."""
+    hf = reference.set_official_epsilons(reference.hf_model("classifier", seed=53, **VIT_S_OFFICIAL))
+    path = reference.save_official(reference.official_state_dict(hf), str(tmp_path / "s.pth"), "module")
+    drive_id = registry.entry("videomae-s-k400-ft-1600e")["files"][0]["gdrive_id"]
+    server.drive[drive_id] = open(path, "rb").read()
+    pixels, video = reference.random_video(VIT_S_OFFICIAL, batch=1, seed=54)
+
+    model = vk.from_pretrained("videomae-s-k400-ft-1600e")
+    assert model.encoder.num_heads == 6
+    assert record_parity("logits", model(video), reference.hf_outputs(hf, pixels)) <= 1e-5
+    assert any(r.startswith("/download?") for r in server.requests)
+    source = os.path.join(hub.entry_dir("videomae-s-k400-ft-1600e"), "source")
+    digest = open(os.path.join(source, "videomae-s-k400-ft-1600e.pth.sha256")).read().strip()
+    assert digest == hashlib.sha256(server.drive[drive_id]).hexdigest()
+
+
+def test_port_command_takes_a_registered_name(server, tmp_path):
+    hf = reference.hf_model("classifier", seed=55, **VIT_S_HF)
+    hf.save_pretrained(str(tmp_path / "hf"))
+    _serve_hf_folder(server, "MCG-NJU/videomae-small-finetuned-kinetics", str(tmp_path / "hf"))
+    code = cli.main(["port", "MCG-NJU/videomae-small-finetuned-kinetics", "--out",
+                     str(tmp_path / "out"), "--format", "h5", "--quiet"])
+    assert code == 0
+    assert os.listdir(tmp_path / "out") == ["MCG-NJU--videomae-small-finetuned-kinetics.weights.h5"]
+
+
+# --- failure modes, on small registered entries ------------------------------------------------
+
+@pytest.fixture
+def small_entries(monkeypatch, tmp_path):
+    """Two small checkpoints registered for the test: one on Google Drive, one on the Hub."""
+    data = copy.deepcopy(registry._registry())
+    official = reference.set_official_epsilons(
+        reference.hf_model("classifier", seed=56, image_size=32, patch_size=8, num_frames=4,
+                           hidden_size=384, num_hidden_layers=1, num_attention_heads=6,
+                           intermediate_size=64, num_labels=3))
+    path = reference.save_official(reference.official_state_dict(official), str(tmp_path / "o.pth"))
+    data["checkpoints"]["test-official"] = {
+        "layout": "official", "task": "classifier", "architecture": "ViT-S/8",
+        "files": [{"url": "https://drive.google.com/uc?export=download&id=TESTID",
+                   "gdrive_id": "TESTID", "filename": "test-official.pth", "sha256": None}],
+        "model_args": {"num_frames": 4, "image_size": 32}, "dataset": "test",
+    }
+    hf = reference.hf_model("classifier", seed=57, **reference.SMALL)
+    hf.save_pretrained(str(tmp_path / "hf"))
+    torch.save(hf.state_dict(), str(tmp_path / "hf" / "pytorch_model.bin"))
+    data["checkpoints"]["test/hub"] = {
+        "layout": "transformers", "task": "classifier", "architecture": "ViT",
+        "files": [
+            {"url": "https://huggingface.co/test/hub/resolve/main/config.json",
+             "filename": "config.json", "sha256": None},
+            {"url": ["https://huggingface.co/test/hub/resolve/main/model.safetensors",
+                     "https://huggingface.co/test/hub/resolve/main/pytorch_model.bin"],
+             "filename": ["model.safetensors", "pytorch_model.bin"], "sha256": None},
+        ],
+        "model_args": {}, "dataset": "test",
+    }
+    monkeypatch.setattr(registry, "_registry", lambda: data)
+    return {"official": open(path, "rb").read(), "hf": str(tmp_path / "hf"), "data": data}
+
+
+def _no_partial_files(folder):
+    if not os.path.isdir(folder):
+        return True
+    return not [n for n in os.listdir(folder) if n.startswith(".") or n.endswith(".tmp")]
+
+
+def test_missing_safetensors_falls_back_to_pytorch_model_bin(server, small_entries):
+    _serve_hf_folder(server, "test/hub", small_entries["hf"], weights=("pytorch_model.bin",))
+    model = vk.from_pretrained("test/hub")
+    assert model.load_report.layout == "transformers"
+    assert any(r.endswith("model.safetensors") for r in server.requests)
+
+
+def test_quota_page_is_an_error_with_a_manual_route(server, small_entries):
+    server.drive["TESTID"] = small_entries["official"]
+    server.quota.add("TESTID")
+    with pytest.raises(hub.DownloadError, match="quota exceeded.*drive.google.com/file/d/TESTID"):
+        vk.from_pretrained("test-official")
+    assert _no_partial_files(os.path.join(hub.entry_dir("test-official"), "source"))
+    assert not os.path.exists(os.path.join(hub.entry_dir("test-official"), "source",
+                                           "test-official.pth"))
+
+
+def test_truncated_download_leaves_nothing(server, small_entries):
+    _serve_hf_folder(server, "test/hub", small_entries["hf"])
+    server.truncate.add("/test/hub/resolve/main/model.safetensors")
+    with pytest.raises(hub.DownloadError, match="stopped early"):
+        vk.from_pretrained("test/hub")
+    source = os.path.join(hub.entry_dir("test/hub"), "source")
+    assert not os.path.exists(os.path.join(source, "model.safetensors"))
+    assert _no_partial_files(source)
+
+
+def test_published_digest_is_checked(server, small_entries):
+    server.drive["TESTID"] = small_entries["official"]
+    small_entries["data"]["checkpoints"]["test-official"]["files"][0]["sha256"] = "0" * 64
+    with pytest.raises(hub.DownloadError, match="sha256 mismatch"):
+        vk.from_pretrained("test-official")
+
+
+def test_changed_cache_file_is_detected(server, small_entries):
+    server.drive["TESTID"] = small_entries["official"]
+    hub.fetch("test-official")
+    path = os.path.join(hub.entry_dir("test-official"), "source", "test-official.pth")
+    with open(path, "r+b") as f:
+        f.seek(100)
+        f.write(b"\x00\x01\x02")
+    with pytest.raises(hub.DownloadError, match="has changed since it was downloaded"):
+        vk.from_pretrained("test-official")
+
+
+def test_offline_without_cache_says_how_to_get_the_file(server, small_entries, monkeypatch):
+    monkeypatch.setenv("VIDEOMAE_KERAS_OFFLINE", "1")
+    with pytest.raises(hub.DownloadError) as error:
+        vk.from_pretrained("test-official")
+    message = str(error.value)
+    assert "offline" in message and "drive.google.com/file/d/TESTID" in message
+    assert os.path.join(hub.entry_dir("test-official"), "source", "test-official.pth") in message
+    assert server.requests == []
+
+
+def test_unreachable_server_is_an_error_with_a_manual_route(small_entries, tmp_path, monkeypatch):
+    monkeypatch.setenv("VIDEOMAE_KERAS_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # nothing listens on the discard port
+    monkeypatch.delenv("VIDEOMAE_KERAS_OFFLINE", raising=False)
+    with pytest.raises(hub.DownloadError, match="Could not download test/hub.*Download it by hand"):
+        vk.from_pretrained("test/hub")
+
+
+def test_a_file_placed_by_hand_is_used(small_entries, tmp_path, monkeypatch):
+    monkeypatch.setenv("VIDEOMAE_KERAS_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("VIDEOMAE_KERAS_OFFLINE", "1")
+    source = os.path.join(hub.entry_dir("test-official"), "source")
+    os.makedirs(source)
+    with open(os.path.join(source, "test-official.pth"), "wb") as f:
+        f.write(small_entries["official"])
+    model = vk.from_pretrained("test-official")
+    assert model.video_shape == (4, 32, 32, 3)
