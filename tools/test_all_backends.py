@@ -1,15 +1,17 @@
 #!/usr/bin/env python
 """Runs the test suite once per Keras backend (jax, tensorflow, torch) and summarises.
 
-Usage: python tools/test_all_backends.py [--backends jax,torch] [extra pytest arguments]
+Usage: python tools/test_all_backends.py [--backends jax,torch] [--serial] [pytest arguments]
 
-Keras picks its backend once per process, so each backend gets its own pytest run. The exit
+Keras picks its backend once per process, so each backend gets its own pytest run. The runs
+go side by side (each backend's output is shown when it finishes) unless --serial. The exit
 status is non-zero if any backend fails.
 """
 
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -25,6 +27,9 @@ def main():
         default=",".join(BACKENDS),
         help="comma-separated backends to test (default: all three)",
     )
+    parser.add_argument(
+        "--serial", action="store_true", help="one backend after another, output as it comes"
+    )
     args, pytest_args = parser.parse_known_args()
     backends = [b.strip() for b in args.backends.split(",") if b.strip()]
     unknown = sorted(set(backends) - set(BACKENDS))
@@ -32,26 +37,36 @@ def main():
         parser.error(f"unknown backend(s) {unknown}; choose from {', '.join(BACKENDS)}")
 
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    report = tempfile.NamedTemporaryFile(prefix="parity-", suffix=".jsonl", delete=False).name
+    reports = tempfile.mkdtemp(prefix="parity-")
     results = []
-    for backend in backends:
-        print(f"\n===== KERAS_BACKEND={backend} =====", flush=True)
-        env = dict(
-            os.environ,
-            KERAS_BACKEND=backend,
-            TF_CPP_MIN_LOG_LEVEL="2",
-            VIDEOMAE_PARITY_REPORT=report,
-        )
-        start = time.time()
-        code = subprocess.call(
-            [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *pytest_args],
-            cwd=root,
-            env=env,
-        )
-        results.append((backend, code, time.time() - start))
-
-    print_parity_table(report, backends)
-    os.unlink(report)
+    if args.serial:
+        for backend in backends:
+            print(f"\n===== KERAS_BACKEND={backend} =====", flush=True)
+            start = time.time()
+            code = subprocess.call(_command(pytest_args), cwd=root, env=_env(backend, reports))
+            results.append((backend, code, time.time() - start))
+    else:
+        running = []
+        for backend in backends:
+            log = tempfile.TemporaryFile(mode="w+", encoding="utf-8")
+            process = subprocess.Popen(_command(pytest_args), cwd=root, env=_env(backend, reports),
+                                       stdout=log, stderr=subprocess.STDOUT)
+            running.append((backend, process, log, time.time()))
+        finished = {}
+        while len(finished) < len(running):
+            for backend, process, _, start in running:
+                if backend not in finished and process.poll() is not None:
+                    finished[backend] = time.time() - start
+            time.sleep(0.5)
+        for backend, process, log, start in running:
+            code, seconds = process.returncode, finished[backend]
+            log.seek(0)
+            print(f"\n===== KERAS_BACKEND={backend} =====", flush=True)
+            sys.stdout.write(log.read())
+            sys.stdout.flush()
+            results.append((backend, code, seconds))
+    print_parity_table(reports, backends)
+    shutil.rmtree(reports, ignore_errors=True)
     print("\n===== summary =====")
     for backend, code, seconds in results:
         status = "passed" if code == 0 else f"FAILED (exit {code})"
@@ -59,10 +74,23 @@ def main():
     return 0 if all(code == 0 for _, code, _ in results) else 1
 
 
-def print_parity_table(path, backends):
+def _command(pytest_args):
+    return [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *pytest_args]
+
+
+def _env(backend, reports):
+    return dict(os.environ, KERAS_BACKEND=backend, TF_CPP_MIN_LOG_LEVEL="2",
+                VIDEOMAE_PARITY_REPORT=os.path.join(reports, f"{backend}.jsonl"))
+
+
+def print_parity_table(folder, backends):
     """Max |diff| to the PyTorch reference per test and backend, as the tests measured it."""
-    with open(path, encoding="utf-8") as f:
-        rows = [json.loads(line) for line in f if line.strip()]
+    rows = []
+    for backend in backends:
+        path = os.path.join(folder, f"{backend}.jsonl")
+        if os.path.exists(path):
+            with open(path, encoding="utf-8") as f:
+                rows += [json.loads(line) for line in f if line.strip()]
     if not rows:
         return
     table = {}
