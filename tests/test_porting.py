@@ -64,6 +64,7 @@ def test_official_classifier_to_every_format(official_classifier, tmp_path, reco
 
     session = onnxruntime.InferenceSession(result.files["onnx"], providers=["CPUExecutionProvider"])
     assert [(i.name, i.shape[1:]) for i in session.get_inputs()] == [("video", [4, 32, 32, 3])]
+    assert [o.name for o in session.get_outputs()] == ["logits"]
     model = keras.saving.load_model(result.files["keras"])
     inputs = porting.fixed_inputs(model, batch=3, seed=5)
     outputs = export.run_saved_model(result.files["savedmodel"], inputs, jit_compile=True)
@@ -84,6 +85,7 @@ def test_transformers_pretrainer_with_masks(hf_pretrainer, tmp_path):
 
     session = onnxruntime.InferenceSession(result.files["onnx"], providers=["CPUExecutionProvider"])
     assert [i.name for i in session.get_inputs()] == ["video", "bool_masked_pos"]
+    assert [o.name for o in session.get_outputs()] == ["predictions"]
 
 
 def test_verification_failure_writes_nothing(official_classifier, tmp_path):
@@ -158,10 +160,18 @@ def test_cli_json_summary_and_exit_code_on_failed_verification(official_classifi
     assert "verification failed" in capsys.readouterr().err
 
 
-def test_onnx_size_limit_is_explained(official_classifier, tmp_path, monkeypatch):
-    monkeypatch.setattr(porting, "ONNX_SIZE_LIMIT", 1000)
-    with pytest.raises(ValueError, match="limited to 2 GB"):
-        porting.port(official_classifier, str(tmp_path), formats=["onnx"], progress=False, **CLIP)
+def test_large_models_export_onnx_with_external_data(official_classifier, tmp_path, monkeypatch):
+    """ViT-H/g exceed protobuf's 2 GB: their tensors go to `.onnx.data` (forced here)."""
+    monkeypatch.setenv("VIDEOMAE_KERAS_ONNX_EXTERNAL_DATA_BYTES", "0")
+    result = porting.port(official_classifier, str(tmp_path), formats=["onnx"], verify=True,
+                          progress=False, **CLIP)
+    assert sorted(os.listdir(tmp_path)) == ["vit_s_ft.onnx", "vit_s_ft.onnx.data"]
+    assert os.path.getsize(tmp_path / "vit_s_ft.onnx") < os.path.getsize(tmp_path / "vit_s_ft.onnx.data")
+    assert result.differences["ONNX (onnxruntime)"] <= 1e-5
+    monkeypatch.delenv("VIDEOMAE_KERAS_ONNX_EXTERNAL_DATA_BYTES")
+    porting.port(official_classifier, str(tmp_path), formats=["onnx"], overwrite=True,
+                 progress=False, **CLIP)
+    assert os.listdir(tmp_path) == ["vit_s_ft.onnx"]  # the stale data file went too
 
 
 def test_tools_script_and_console_command(official_classifier, tmp_path):

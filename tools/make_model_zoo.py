@@ -155,8 +155,9 @@ shipped. `videomae_keras.registry.labels("kinetics400")` reads them.
   as unexpected keys). `--verify` refuses a transformers reference that did not load cleanly.
 - **Not released or lost:** the V1 ViT-B 81.0 (repeated augmentation) fine-tune, the V2 ViT-g
   K710-to-K400 fine-tune, and V2 ViT-L/H weights.
-- **ONNX files are limited to 2 GB**, so ViT-H and ViT-g port to `.keras`, `.weights.h5` and
-  SavedModel but not ONNX.
+- **ONNX files cannot exceed 2 GB**, so ViT-H and ViT-g are written in ONNX's external-data
+  form: `NAME.onnx` holds the graph and `NAME.onnx.data` beside it the weights; keep the two
+  together (onnxruntime finds the data from the `.onnx` path).
 """
 
 

@@ -94,13 +94,78 @@ def export_saved_model(model, path, uint8_signature=True):
     tf.saved_model.save(module, path, signatures=signatures)
 
 
-def export_onnx(model, path, opset_version=None):
-    """Writes an ONNX file at `path` (TensorFlow backend, through tf2onnx)."""
+# Above this many bytes of weights, ONNX files keep their tensors in a `.data` file beside them
+# (a single protobuf message cannot exceed 2 GB).
+ONNX_EXTERNAL_DATA_BYTES = 1800 * 1024**2
+
+
+def weights_bytes(model):
+    return sum(int(np.prod(w.shape)) * np.dtype(w.dtype).itemsize for w in model.weights)
+
+
+def export_onnx(model, path, opset_version=None, external_data=None):
+    """Writes an ONNX file at `path` (TensorFlow backend, through tf2onnx).
+
+    Inputs are named as the model's (`video`, `bool_masked_pos`), the output after the task
+    (`logits`, `predictions`, `tokens`). Models with more than about 1.8 GB of weights (ViT-H,
+    ViT-g; the environment variable VIDEOMAE_KERAS_ONNX_EXTERNAL_DATA_BYTES moves the
+    threshold), or any model with `external_data=True`, are written in ONNX's external-data form:
+    the graph in `path` and the tensors in `path + ".data"` beside it, which onnxruntime reads
+    when given `path`.
+    """
     tf = _require_tensorflow()
+    try:
+        import onnx
+        import tf2onnx
+    except ImportError:
+        raise ImportError("ONNX export needs tf2onnx and onnx: pip install tf2onnx onnx") from None
+    try:  # Keras' compatibility patch of tf2onnx for numpy 2
+        from keras.src.export.tf2onnx_lib import patch_tf2onnx
+
+        patch_tf2onnx()
+    except ImportError:
+        pass
+    output = OUTPUT_NAMES[task_of(model)]
     specs = [tf.TensorSpec(shape, dtype, name=name) for name, shape, dtype in input_specs(model)]
-    signature = specs if len(specs) == 1 else [specs]
-    model.export(path, format="onnx", input_signature=signature, opset_version=opset_version,
-                 verbose=False)
+
+    def run(*inputs):
+        inputs = inputs[0] if len(inputs) == 1 else list(inputs)
+        return {output: model(inputs, training=False)}
+
+    function = tf.function(run, input_signature=specs)
+    if external_data is None:
+        threshold = int(os.environ.get("VIDEOMAE_KERAS_ONNX_EXTERNAL_DATA_BYTES",
+                                       ONNX_EXTERNAL_DATA_BYTES))
+        external_data = weights_bytes(model) > threshold
+    proto, storage = tf2onnx.convert.from_function(
+        function, input_signature=specs, opset=opset_version, large_model=external_data
+    )
+    if not external_data:
+        onnx.save_model(proto, path)
+        return
+    # tf2onnx keeps large tensors in its own storage; put them back and let onnx write them
+    # to one `.data` file in the standard external-data layout.
+    for tensor in _all_tensors(proto.graph):
+        if tensor.data_location == onnx.TensorProto.EXTERNAL:
+            location = {e.key: e.value for e in tensor.external_data}["location"]
+            tensor.raw_data = storage.name_to_tensor_data[location]
+            del tensor.external_data[:]
+            tensor.data_location = onnx.TensorProto.DEFAULT
+    onnx.save_model(proto, path, save_as_external_data=True, all_tensors_to_one_file=True,
+                    location=os.path.basename(path) + ".data", size_threshold=1024)
+
+
+def _all_tensors(graph):
+    yield from graph.initializer
+    for node in graph.node:
+        for attribute in node.attribute:
+            if attribute.HasField("t"):
+                yield attribute.t
+            yield from attribute.tensors
+            if attribute.HasField("g"):
+                yield from _all_tensors(attribute.g)
+            for subgraph in attribute.graphs:
+                yield from _all_tensors(subgraph)
 
 
 def export_files(model, keras_file, saved_model=None, onnx=None):

@@ -26,7 +26,6 @@ FORMATS = {
     "savedmodel": "_savedmodel",
     "onnx": ".onnx",
 }
-ONNX_SIZE_LIMIT = 2 * 1024**3  # protobuf's limit for a single ONNX file
 
 
 class VerificationError(RuntimeError):
@@ -69,7 +68,10 @@ def _size(path):
         return sum(
             os.path.getsize(os.path.join(root, f)) for root, _, files in os.walk(path) for f in files
         )
-    return os.path.getsize(path)
+    size = os.path.getsize(path)
+    if os.path.exists(path + ".data"):  # ONNX external data
+        size += os.path.getsize(path + ".data")
+    return size
 
 
 def _human(size):
@@ -202,12 +204,6 @@ def port(
         differences[f"Keras vs PyTorch reference ({output})"] = _max_diff(reference_out, torch_out)
         _check(differences, tolerance)
 
-    if "onnx" in formats and _weights_bytes(model) >= ONNX_SIZE_LIMIT:
-        raise ValueError(
-            f"{name} holds {_human(_weights_bytes(model))} of weights; a single ONNX file is "
-            "limited to 2 GB. Export ViT-H and ViT-g as SavedModel or .keras instead."
-        )
-
     written = {}
     scratch = tempfile.mkdtemp(prefix="videomae-port-")
     try:
@@ -250,10 +246,6 @@ def port(
     )
 
 
-def _weights_bytes(model):
-    return sum(int(np.prod(w.shape)) * 4 for w in model.weights)
-
-
 def _check(differences, tolerance):
     bad = {k: v for k, v in differences.items() if not v <= tolerance}
     if bad:
@@ -266,6 +258,8 @@ def _remove(path):
         shutil.rmtree(path, ignore_errors=True)
     elif os.path.exists(path):
         os.unlink(path)
+    if path.endswith(".onnx") and os.path.exists(path + ".data"):
+        os.unlink(path + ".data")
 
 
 def _write(model, fmt, path, overwrite):
@@ -282,8 +276,25 @@ def _export(model, keras_file, fmt, path, overwrite):
         with atomic_output(path, overwrite=overwrite, directory=True) as temp:
             export.export_files(model, keras_file, saved_model=temp)
     else:
-        with atomic_output(path, overwrite=overwrite, suffix=".onnx") as temp:
-            export.export_files(model, keras_file, onnx=temp)
+        _export_onnx(model, keras_file, path, overwrite)
+
+
+def _export_onnx(model, keras_file, path, overwrite):
+    """ONNX is one file, or two (`.onnx` + `.onnx.data`) for large models: both are made in a
+    temporary folder beside the target and moved into place, the data first."""
+    check_writable(path, overwrite)
+    check_writable(path + ".data", overwrite)
+    folder = tempfile.mkdtemp(prefix=f".{os.path.basename(path)}.", dir=os.path.dirname(path) or ".")
+    try:
+        temp = os.path.join(folder, os.path.basename(path))
+        export.export_files(model, keras_file, onnx=temp)
+        if os.path.exists(temp + ".data"):
+            os.replace(temp + ".data", path + ".data")
+        elif os.path.exists(path + ".data"):
+            os.unlink(path + ".data")  # left from an earlier, larger export
+        os.replace(temp, path)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def _verify_files(model, written, inputs, expected, differences, output):
