@@ -117,7 +117,31 @@ def render(registry):
     return "\n".join(out) + "\n"
 
 
-TRAPS = """## Label maps
+TRAPS = """## How exact the ports are
+
+`python tools/check_ports.py` writes full-size ViT-S and ViT-B checkpoints with every parameter
+random, in both formats (official `.pth` under the wrapper the official scripts use, and
+transformers folders), ports each to all four formats with `--verify`, and prints what it
+measured. Max |diff| on one 16x224 clip (logits for classifiers, the 1408 masked-token
+predictions for pretrainers; float32, CPU):
+
+| fixture | Keras vs PyTorch | .keras | .weights.h5 | SavedModel | SavedModel, XLA | SavedModel, uint8 | ONNX |
+|---|---|---|---|---|---|---|---|
+| ViT-S classifier, transformers folder | 1.5e-6 | 0 | 0 | 1.7e-6 | 1.9e-6 | 2.6e-6 | 2.3e-6 |
+| ViT-S classifier, official `.pth` (`module`) | 1.9e-6 | 0 | 0 | 2.0e-6 | 1.5e-6 | 1.9e-6 | 2.9e-6 |
+| ViT-S pretrainer, transformers folder | 4.8e-6 | 0 | 0 | 4.5e-6 | 3.6e-6 | 4.5e-6 | 4.3e-6 |
+| ViT-S pretrainer, official `.pth` (`model`) | 4.5e-6 | 0 | 0 | 5.0e-6 | 3.8e-6 | 4.5e-6 | 4.4e-6 |
+| ViT-B classifier, transformers folder | 2.3e-6 | 0 | 0 | 2.5e-6 | 2.1e-6 | 2.1e-6 | 2.7e-6 |
+| ViT-B classifier, official `.pth` (`module`) | 3.6e-6 | 0 | 0 | 3.8e-6 | 3.3e-6 | 2.4e-6 | 3.6e-6 |
+| ViT-B pretrainer, transformers folder | 6.7e-6 | 0 | 0 | 7.4e-6 | 4.3e-6 | 5.2e-6 | 7.2e-6 |
+| ViT-B pretrainer, official `.pth` (`model`) | 6.0e-6 | 0 | 0 | 5.5e-6 | 4.1e-6 | 6.2e-6 | 5.7e-6 |
+
+The reference is transformers' own `from_pretrained` for the folders, and transformers'
+VideoMAE holding the mapped weights with LayerNorm epsilon 1e-6 for the official files. The
+files are compared with the Keras model: SavedModel in a fresh TensorFlow process (also under
+XLA, and through `serving_uint8` with uint8 frames), ONNX with onnxruntime.
+
+## Label maps
 
 `weights/labels/` holds `kinetics400.txt` (400), `ssv2.txt` (174) and `ucf101.txt` (101), one
 class per line in head order, and `k710_to_k400.json`, the 400 rows of a 710-way Kinetics-710

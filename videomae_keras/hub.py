@@ -285,7 +285,13 @@ def load(name, progress=True, **overrides):
         with atomic_output(path, overwrite=True, suffix=".keras") as temp:
             model.save(temp)
     else:
-        model = keras.saving.load_model(path)
+        try:
+            model = keras.saving.load_model(path)
+        except Exception as e:
+            raise RuntimeError(
+                f"The converted model of {name} in the cache ({path}) cannot be loaded ({e}). "
+                f"Delete it (videomae_keras.hub.remove({name!r})) and it is converted again."
+            ) from None
     if overrides:
         rebuilt = type(model).from_config({**model.get_config(), **overrides})
         rebuilt.set_weights(model.get_weights())
