@@ -36,10 +36,26 @@ def record_parity(request):
 
 
 @pytest.fixture(autouse=True)
-def _fresh_keras_state():
+def _fresh_keras_state(request):
+    if request.node.get_closest_marker("backend_independent"):
+        yield  # no Keras state to reset (and clear_session costs about a second on torch)
+        return
     keras.utils.set_random_seed(0)
     yield
     keras.backend.clear_session()
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked backend_independent (decoding, sampling) run on one backend only when the
+    all-backends runner says which (VIDEOMAE_KERAS_INDEPENDENT_BACKEND); a plain pytest
+    run keeps them."""
+    only_on = os.environ.get("VIDEOMAE_KERAS_INDEPENDENT_BACKEND")
+    if not only_on or only_on == BACKEND:
+        return
+    skip = pytest.mark.skip(reason=f"backend-independent; runs in the {only_on} run")
+    for item in items:
+        if item.get_closest_marker("backend_independent"):
+            item.add_marker(skip)
 
 
 def pytest_report_header(config):

@@ -43,13 +43,13 @@ def main():
         for backend in backends:
             print(f"\n===== KERAS_BACKEND={backend} =====", flush=True)
             start = time.time()
-            code = subprocess.call(_command(pytest_args), cwd=root, env=_env(backend, reports))
+            code = subprocess.call(_command(pytest_args), cwd=root, env=_env(backend, reports, backends))
             results.append((backend, code, time.time() - start))
     else:
         running = []
         for backend in backends:
             log = tempfile.TemporaryFile(mode="w+", encoding="utf-8")
-            process = subprocess.Popen(_command(pytest_args), cwd=root, env=_env(backend, reports),
+            process = subprocess.Popen(_command(pytest_args), cwd=root, env=_env(backend, reports, backends),
                                        stdout=log, stderr=subprocess.STDOUT)
             running.append((backend, process, log, time.time()))
         finished = {}
@@ -78,8 +78,11 @@ def _command(pytest_args):
     return [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *pytest_args]
 
 
-def _env(backend, reports):
+def _env(backend, reports, backends):
+    """Each run's environment; backend-independent tests (decoding, sampling) run in one."""
+    independent = "torch" if "torch" in backends else backends[0]
     return dict(os.environ, KERAS_BACKEND=backend, TF_CPP_MIN_LOG_LEVEL="2",
+                VIDEOMAE_KERAS_INDEPENDENT_BACKEND=independent,
                 VIDEOMAE_PARITY_REPORT=os.path.join(reports, f"{backend}.jsonl"))
 
 

@@ -23,5 +23,8 @@ from videomae_keras.models import (
     VideoMAEPretrainer,
 )
 from videomae_keras.convert import from_pretrained, load_pytorch_weights, read_checkpoint
+from videomae_keras.inference import extract_features, predict_video
+from videomae_keras.reconstruction import reconstruct_video
+from videomae_keras.video import VideoError, VideoReader, preprocess, read_video
 
 __version__ = "0.1.0"

@@ -2,6 +2,7 @@
 
 import argparse
 import json
+import os
 import sys
 
 EXIT_VERIFY_FAILED = 1
@@ -114,6 +115,208 @@ def run_port(args):
     return 0
 
 
+DEFAULT_CLASSIFIER = "MCG-NJU/videomae-base-finetuned-kinetics"
+DEFAULT_PRETRAINER = "MCG-NJU/videomae-base"
+
+
+def _views(text):
+    from videomae_keras.inference import parse_views
+
+    try:
+        return parse_views(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e))
+
+
+def add_weights_arguments(parser, default):
+    parser.add_argument(
+        "--weights",
+        default=default,
+        help="official .pth, transformers folder, .safetensors/.bin, .keras or .weights.h5 "
+        f"file, or a registered name (default: {default}; downloaded once, then cached)",
+    )
+    parser.add_argument("--arch", help="architecture of a .weights.h5 file, e.g. B16FT, S16PT")
+    parser.add_argument("--num-classes", type=int,
+                        help="classes of a .weights.h5 classifier (default 400)")
+    parser.add_argument("--decoder", default="auto", choices=["auto", "decord", "pyav", "opencv"],
+                        help="video decoder (auto: decord, then PyAV, then OpenCV)")
+    parser.add_argument("--quiet", action="store_true", help="no progress output")
+
+
+def add_view_arguments(parser, views_help):
+    parser.add_argument("--views", type=_views, help=views_help)
+    parser.add_argument("--sampling", choices=["dense", "segment", "uniform"],
+                        help="frame sampling: dense (Kinetics: stride --sampling-rate), "
+                        "segment (SSv2), uniform")
+    parser.add_argument("--sampling-rate", type=int, default=4,
+                        help="frame stride of dense sampling (default 4)")
+    parser.add_argument("--batch-size", type=int, default=4, help="views per model call")
+
+
+def _load_weights(args, stages, **overrides):
+    from videomae_keras import registry
+    from videomae_keras.convert import from_pretrained
+
+    kwargs = dict(overrides)
+    if args.arch:
+        kwargs["architecture"] = args.arch
+        if args.num_classes is not None:
+            kwargs["num_classes"] = args.num_classes
+    elif args.num_classes is not None:
+        raise _UsageError("--num-classes goes with --arch (for .weights.h5 files)")
+    model = stages.run(f"loading {args.weights}", from_pretrained, args.weights,
+                       progress=not args.quiet, **kwargs)
+    label_map = None
+    if registry.is_registered(args.weights):
+        label_map = registry.entry(args.weights).get("label_map")
+    return model, label_map
+
+
+def _check_videos(paths):
+    from videomae_keras.video.io import _check_file
+
+    for path in paths:
+        _check_file(path)
+
+
+def run_predict(args):
+    from videomae_keras import registry
+    from videomae_keras.inference import predict_video
+    from videomae_keras.progress import Stages
+    from videomae_keras.video.io import VideoError
+
+    _check_videos(args.videos)
+    stages = Stages(1 + len(args.videos), enabled=not args.quiet)
+    model, label_map = _load_weights(args, stages)
+    labels = args.labels
+    if labels is None and label_map:
+        try:
+            registry.labels(label_map)
+            labels = label_map
+        except KeyError:
+            labels = False  # a label space we do not ship (e.g. Kinetics-710): indices
+    results, failures = [], 0
+    for path in args.videos:
+        try:
+            prediction = stages.run(
+                f"predicting {path}", predict_video, model, path, views=args.views,
+                top_k=args.top_k, labels=labels, sampling=args.sampling,
+                sampling_rate=args.sampling_rate, batch_size=args.batch_size,
+                backend=args.decoder, progress=stages,
+            )
+        except VideoError as e:
+            failures += 1
+            print(f"videomae-keras predict: error: {e}", file=sys.stderr)
+            results.append({"video": path, "error": str(e)})
+            continue
+        results.append(prediction.to_dict())
+        if not args.json:
+            print(prediction)
+    if args.json:
+        print(json.dumps(results if len(results) > 1 else results[0], indent=2))
+    return EXIT_ERROR if failures else 0
+
+
+def _features_path(out, video, many):
+    stem = os.path.splitext(os.path.basename(video))[0]
+    if many or os.path.isdir(out) or not out.endswith(".npz"):
+        return os.path.join(out, f"{stem}.features.npz")
+    return out
+
+
+def run_features(args):
+    import numpy as np
+
+    from videomae_keras.atomic import atomic_output, check_writable
+    from videomae_keras.inference import extract_features
+    from videomae_keras.progress import Stages
+    from videomae_keras.video.io import VideoError
+
+    _check_videos(args.videos)
+    many = len(args.videos) > 1
+    targets = [_features_path(args.out, v, many) for v in args.videos]
+    if len(set(targets)) != len(targets):
+        raise _UsageError("two videos share a file name; give them separate --out folders")
+    for target in targets:
+        check_writable(target, args.overwrite)
+    stages = Stages(1 + len(args.videos), enabled=not args.quiet)
+    model, _ = _load_weights(args, stages)
+    failures, summary = 0, []
+    for path, target in zip(args.videos, targets):
+        try:
+            features = stages.run(
+                f"features of {path}", extract_features, model, path,
+                views=args.views or (1, 1), tokens=not args.no_tokens,
+                sampling=args.sampling or "dense", sampling_rate=args.sampling_rate,
+                batch_size=args.batch_size, backend=args.decoder, progress=stages,
+            )
+        except VideoError as e:
+            failures += 1
+            print(f"videomae-keras features: error: {e}", file=sys.stderr)
+            continue
+        arrays = {"pooled": features.pooled, "embedding": features.embedding,
+                  "frame_indices": features.frame_indices,
+                  "views": np.asarray(features.views)}
+        if features.tokens is not None:
+            arrays["tokens"] = features.tokens
+        with atomic_output(target, overwrite=args.overwrite, suffix=".npz") as temp:
+            np.savez(temp, **arrays)
+        item = {"video": path, "file": target, "pooled": list(features.pooled.shape),
+                "tokens": list(features.tokens.shape) if features.tokens is not None else None}
+        summary.append(item)
+        if not args.json:
+            shapes = ", ".join(f"{k} {tuple(v.shape)}" for k, v in arrays.items()
+                               if k in ("pooled", "tokens"))
+            print(f"{path} -> {target} ({shapes})")
+    if args.json:
+        print(json.dumps(summary, indent=2))
+    return EXIT_ERROR if failures else 0
+
+
+def run_reconstruct(args):
+    from videomae_keras.atomic import check_writable
+    from videomae_keras.progress import Stages
+    from videomae_keras.reconstruction import reconstruct_video
+
+    _check_videos([args.video])
+    stem = os.path.splitext(os.path.basename(args.video))[0]
+    png = os.path.join(args.out, f"{stem}.reconstruction.png")
+    gif = os.path.join(args.out, f"{stem}.reconstruction.gif")
+    check_writable(png, args.overwrite)
+    if not args.no_gif:
+        check_writable(gif, args.overwrite)
+    stages = Stages(3, enabled=not args.quiet)
+    overrides = {}
+    if args.mask_ratio is not None and not args.weights.endswith(".keras"):
+        overrides["mask_ratio"] = args.mask_ratio
+    model, _ = _load_weights(args, stages, **overrides)
+    result = stages.run(
+        f"reconstructing {args.video}", reconstruct_video, model, args.video, seed=args.seed,
+        sampling_rate=args.sampling_rate, backend=args.decoder,
+    )
+    written = []
+
+    def save():
+        written.append(result.save_png(png, overwrite=args.overwrite))
+        if not args.no_gif:
+            written.append(result.save_gif(gif, overwrite=args.overwrite, fps=args.fps))
+
+    stages.run("writing pictures", save)
+    masked = int(result.mask.sum())
+    report = {"video": args.video, "files": written, "masked_tokens": masked,
+              "tokens": int(result.mask.size), "loss": result.loss}
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        print(f"{args.video}: {masked} of {result.mask.size} tokens masked; norm-pix MSE on "
+              f"the masked patches {result.loss:.4f}")
+        for path in written:
+            print(f"wrote {path}")
+        print("(rows: original | masked | reconstruction; masked patches are un-normalised "
+              "with the original patch's mean and std, as the official visualisation)")
+    return 0
+
+
 class _UsageError(Exception):
     pass
 
@@ -121,7 +324,8 @@ class _UsageError(Exception):
 def build_parser():
     parser = argparse.ArgumentParser(
         prog="videomae-keras",
-        description="VideoMAE in Keras 3: port, check and export checkpoints.",
+        description="VideoMAE in Keras 3: classify videos, extract features, picture "
+        "reconstructions, and port, check and export checkpoints.",
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     port = commands.add_parser(
@@ -134,10 +338,66 @@ def build_parser():
     )
     add_port_arguments(port)
     port.set_defaults(run=run_port)
+
+    predict = commands.add_parser(
+        "predict",
+        help="classify videos (official multi-view test, softmax averaged over views)",
+        description="Classify video files with a fine-tuned VideoMAE. Clips are sampled as the "
+        "official test does (dense 16x5x3 for Kinetics-style heads, segment 16x2x3 for "
+        "Something-Something v2), three crops along the long side, and the softmax "
+        "probabilities are averaged over the views.",
+    )
+    predict.add_argument("videos", nargs="+", metavar="VIDEO", help="video files")
+    add_weights_arguments(predict, DEFAULT_CLASSIFIER)
+    add_view_arguments(predict, "clips x crops, e.g. 5x3 (default: 5x3 dense, 2x3 segment)")
+    predict.add_argument("--top-k", type=int, default=5, help="classes to show (default 5)")
+    predict.add_argument("--labels", help="class names: a text file (one per line) or a "
+                         "shipped map (kinetics400, ssv2, ucf101); default by head size")
+    predict.add_argument("--json", action="store_true", help="print the predictions as JSON")
+    predict.set_defaults(run=run_predict)
+
+    features = commands.add_parser(
+        "features",
+        help="save pooled and token features of videos (.npz)",
+        description="Run the encoder over views of each video and save pooled (views, D), "
+        "embedding (D,: pooled averaged over views) and tokens (views, N, D) as .npz.",
+    )
+    features.add_argument("videos", nargs="+", metavar="VIDEO", help="video files")
+    features.add_argument("--out", required=True,
+                          help="an .npz file (one video) or a folder (NAME.features.npz)")
+    add_weights_arguments(features, DEFAULT_CLASSIFIER)
+    add_view_arguments(features, "clips x crops (default 1x1: centre clip, centre crop)")
+    features.add_argument("--no-tokens", action="store_true", help="save pooled features only")
+    features.add_argument("--overwrite", action="store_true", help="replace existing files")
+    features.add_argument("--json", action="store_true", help="print a JSON summary")
+    features.set_defaults(run=run_features)
+
+    reconstruct = commands.add_parser(
+        "reconstruct",
+        help="picture a pretraining model's reconstruction of a masked clip (PNG + GIF)",
+        description="Mask the centre clip of a video with tube masking, reconstruct it with a "
+        "pretraining model and write original | masked | reconstruction as a PNG grid and an "
+        "animated GIF. Masked patches are un-normalised with the original patch's mean and "
+        "std, as the official visualisation does.",
+    )
+    reconstruct.add_argument("video", metavar="VIDEO", help="a video file")
+    reconstruct.add_argument("--out", default=".", help="output folder (default: here)")
+    add_weights_arguments(reconstruct, DEFAULT_PRETRAINER)
+    reconstruct.add_argument("--mask-ratio", type=float,
+                             help="tube mask ratio (default: the checkpoint's, 0.9)")
+    reconstruct.add_argument("--seed", type=int, default=0, help="mask seed (default 0)")
+    reconstruct.add_argument("--sampling-rate", type=int, default=4,
+                             help="frame stride of the clip (default 4)")
+    reconstruct.add_argument("--fps", type=float, default=4.0, help="GIF frames per second")
+    reconstruct.add_argument("--no-gif", action="store_true", help="write the PNG only")
+    reconstruct.add_argument("--overwrite", action="store_true", help="replace existing files")
+    reconstruct.add_argument("--json", action="store_true", help="print a JSON summary")
+    reconstruct.set_defaults(run=run_reconstruct)
     return parser
 
 
 def main(argv=None):
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "run", None):
@@ -153,10 +413,15 @@ def main(argv=None):
     except KeyboardInterrupt:
         print(f"videomae-keras {args.command}: interrupted; nothing partial was kept", file=sys.stderr)
         return 130
-    except (_UsageError, ValueError, KeyError, FileExistsError, FileNotFoundError, ImportError,
-            RuntimeError, OSError) as e:
+    except Exception as e:  # one line, no traceback (VIDEOMAE_KERAS_DEBUG=1 shows it)
+        if os.environ.get("VIDEOMAE_KERAS_DEBUG"):
+            raise
         message = e.args[0] if isinstance(e, KeyError) and e.args else e
-        print(f"videomae-keras {args.command}: error: {message}", file=sys.stderr)
+        known = (_UsageError, ValueError, KeyError, FileExistsError, FileNotFoundError,
+                 ImportError, RuntimeError, OSError)
+        prefix = "" if isinstance(e, known) else f"{type(e).__name__}: "
+        text = str(message).strip().splitlines()[0] if str(message).strip() else type(e).__name__
+        print(f"videomae-keras {args.command}: error: {prefix}{text}", file=sys.stderr)
         return EXIT_ERROR
 
 

@@ -3,6 +3,7 @@
 import dataclasses
 import os
 import re
+import warnings
 
 import numpy as np
 
@@ -126,11 +127,14 @@ def plan_model(source, task=None, dtype=None, **overrides):
     return ModelPlan(checkpoint, state, layout, notes, task, natural_task, kwargs)
 
 
-def from_pretrained(source, task=None, *, strict=None, dtype=None, progress=None, **overrides):
+def from_pretrained(source, task=None, *, strict=None, dtype=None, progress=None,
+                    architecture=None, **overrides):
     """Builds the Keras model that matches a PyTorch VideoMAE checkpoint and loads it.
 
     `source`: an official .pth, a transformers folder (config.json + weights), a single
-    .safetensors/.bin file, or a registered name (`videomae_keras.registry.names()`, e.g.
+    .safetensors/.bin file, a Keras `.keras` file (loaded in safe mode) or `.weights.h5` file
+    (with `architecture=`, e.g. "B16FT", and the keyword arguments it was built with), or a
+    registered name (`videomae_keras.registry.names()`, e.g.
     "videomae-b-k400-ft-1600e" or "MCG-NJU/videomae-base-finetuned-kinetics"), which is
     downloaded and converted once, then loaded from the cache. The architecture (size, heads, patch, depths, classes, pooling,
     pretraining or fine-tuned) comes from config.json when there is one, else from the tensor
@@ -146,6 +150,12 @@ def from_pretrained(source, task=None, *, strict=None, dtype=None, progress=None
     """
     from videomae_keras import hub, registry
 
+    if isinstance(source, (str, os.PathLike)) and _is_keras_file(os.fspath(source)):
+        return load_keras_file(os.fspath(source), architecture=architecture, task=task,
+                               dtype=dtype, **overrides)
+    if architecture is not None:
+        raise ValueError("architecture= is only needed for .weights.h5 files; PyTorch "
+                         "checkpoints describe their own architecture.")
     if isinstance(source, str) and not os.path.exists(source) and registry.is_registered(source):
         if task is not None or dtype is not None:
             raise ValueError(
@@ -157,7 +167,8 @@ def from_pretrained(source, task=None, *, strict=None, dtype=None, progress=None
     model = build_model(plan.task, plan.kwargs)
     if strict is None:
         strict = plan.task == plan.natural_task
-    report = load_pytorch_weights(model, plan.checkpoint, strict=strict, progress=progress)
+    callback = progress if callable(progress) else None
+    report = load_pytorch_weights(model, plan.checkpoint, strict=strict, progress=callback)
     model.load_report = report
     return model
 
@@ -292,3 +303,78 @@ def _from_hf_config(config, task):
     if task == "pretrainer":
         out["decoder_num_heads"] = int(config.get("decoder_num_attention_heads", 6))
     return out
+
+
+ARCHITECTURES = {
+    f"{size.lower()}{patch}{kind}": (size, kind)
+    for size, patch in (("S", 16), ("B", 16), ("L", 16), ("H", 16), ("g", 14))
+    for kind in ("ft", "pt")
+}
+
+
+def _is_keras_file(path):
+    return path.endswith(".keras") or path.endswith(".weights.h5")
+
+
+def architecture_factory(name):
+    """The factory for an architecture name: "B16FT", "VideoMAE_ViTB16FT", "vit-b16-pt", ..."""
+    from videomae_keras.models import factories
+
+    key = re.sub(r"[^a-z0-9]", "", str(name).lower()).removeprefix("videomae").removeprefix("vit")
+    if key not in ARCHITECTURES:
+        raise ValueError(
+            f"Unknown architecture {name!r}; choose one of "
+            f"{', '.join(k.upper().replace('G14', 'g14') for k in ARCHITECTURES)}."
+        )
+    size, kind = ARCHITECTURES[key]
+    patch = 14 if size == "g" else 16
+    return getattr(factories, f"VideoMAE_ViT{size}{patch}{kind.upper()}")
+
+
+def load_keras_file(path, architecture=None, task=None, dtype=None, **kwargs):
+    """A `.keras` file (safe mode: no code runs) or a `.weights.h5` file into the model
+    it holds. A `.weights.h5` file stores no architecture: give `architecture` (e.g.
+    "B16FT") and the keyword arguments the model was built with (num_classes, ...)."""
+    import keras
+
+    import videomae_keras  # noqa: F401  (registers the layers for deserialisation)
+
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{path}: no such file.")
+    if task is not None:
+        raise ValueError("task= applies to PyTorch checkpoints; a Keras file holds one model.")
+    if path.endswith(".keras"):
+        if architecture is not None or kwargs or dtype is not None:
+            raise ValueError(
+                f"{path} is a whole saved model; architecture and keyword overrides do not "
+                "apply to it (port the PyTorch checkpoint again to change them)."
+            )
+        try:
+            return keras.saving.load_model(path, safe_mode=True)
+        except Exception as e:
+            raise ValueError(f"{path}: cannot load this .keras file ({_first_line(e)}).") from e
+    if architecture is None:
+        raise ValueError(
+            f"{path} holds weights only, no architecture: pass architecture= (--arch on the "
+            "command line), e.g. B16FT, and num_classes= if not 400; or use the .keras file."
+        )
+    factory = architecture_factory(architecture)
+    if dtype is not None:
+        kwargs["dtype"] = dtype
+    model = factory(**kwargs)
+    try:
+        with warnings.catch_warnings():
+            # Keras notes that functional models' bookkeeping containers hold no weights
+            warnings.filterwarnings("ignore", message="Skipping nested container")
+            model.load_weights(path)
+    except Exception as e:
+        raise ValueError(
+            f"{path}: these weights do not fit {factory.__name__}"
+            f"({', '.join(f'{k}={v!r}' for k, v in kwargs.items())}): {_first_line(e)}"
+        ) from e
+    return model
+
+
+def _first_line(error):
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__

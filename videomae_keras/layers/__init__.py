@@ -7,6 +7,7 @@ from videomae_keras.layers.embedding import (
     sinusoid_table,
 )
 from videomae_keras.layers.encoder import VideoMAEDecoder, VideoMAEEncoder
+from videomae_keras.layers.preprocessing import VideoPreprocessing, with_preprocessing
 from videomae_keras.layers.tokens import InvalidSampleGuard, MaskedTokenIndex, TokenPooling
 from videomae_keras.layers.transformer import MLP, DropPath, TransformerBlock
 
@@ -22,5 +23,7 @@ __all__ = [
     "TubeletEmbedding",
     "VideoMAEDecoder",
     "VideoMAEEncoder",
+    "VideoPreprocessing",
     "sinusoid_table",
+    "with_preprocessing",
 ]

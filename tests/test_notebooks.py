@@ -1,0 +1,36 @@
+"""The walkthroughs in notebooks/ run top to bottom (small settings: a tiny random model, no
+download) on the current backend."""
+
+import os
+
+import pytest
+
+nbformat = pytest.importorskip("nbformat")
+nbclient = pytest.importorskip("nbclient")
+
+from conftest import BACKEND  # noqa: E402
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+NOTEBOOKS = ["inference.ipynb", "reconstruction.ipynb"]
+
+
+@pytest.mark.parametrize("name", NOTEBOOKS)
+def test_notebook_runs(name, tmp_path, monkeypatch):
+    monkeypatch.setenv("VIDEOMAE_KERAS_NOTEBOOK_SMALL", "1")
+    monkeypatch.setenv("KERAS_BACKEND", BACKEND)
+    monkeypatch.setenv("VIDEOMAE_KERAS_OFFLINE", "1")
+    notebook = nbformat.read(os.path.join(ROOT, "notebooks", name), as_version=4)
+    client = nbclient.NotebookClient(notebook, timeout=600, kernel_name="python3",
+                                     resources={"metadata": {"path": str(tmp_path)}})
+    client.execute()
+    outputs = "".join(
+        out.get("text", "") for cell in notebook.cells if cell.cell_type == "code"
+        for out in cell.get("outputs", [])
+    )
+    assert f"on {BACKEND}" in outputs
+    if name == "inference.ipynb":
+        assert "(5x3 views, dense)" in outputs and "pooled (1, 64)" in outputs
+    else:
+        assert (tmp_path / "reconstruction.png").exists()
+        assert (tmp_path / "reconstruction.gif").exists()
+        assert "same pattern in every slice: True" in outputs

@@ -1,0 +1,105 @@
+"""Reconstruction pictures: the patch layout against transformers' own patchify, the loss
+against transformers' VideoMAEForPreTraining for the same weights, video and mask, and the
+PNG / GIF outputs."""
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import reference
+from videomae_keras import VideoMAEClassifier, from_pretrained, reconstruct_video
+from videomae_keras.inference import load_views
+from videomae_keras.patches import patch_statistics, patchify, unpatchify
+from videomae_keras.reconstruction import mask_for_model
+from videos import moving_frames, write_video
+
+
+def hf_patchify(video, tubelet, patch):
+    """transformers' VideoMAEForPreTraining patchify: (B, T, C, H, W) view + permute."""
+    b, t, c, h, w = video.shape
+    x = video.view(b, t // tubelet, tubelet, c, h // patch, patch, w // patch, patch)
+    x = x.permute(0, 1, 4, 6, 2, 5, 7, 3).contiguous()
+    return x.view(b, (t // tubelet) * (h // patch) * (w // patch), tubelet * patch * patch, c)
+
+
+def test_patchify_matches_transformers_layout():
+    video = np.random.default_rng(0).standard_normal((2, 4, 16, 24, 3)).astype(np.float32)
+    ours = patchify(video, 2, 8)
+    theirs = hf_patchify(torch.from_numpy(video.transpose(0, 1, 4, 2, 3)), 2, 8).numpy()
+    np.testing.assert_array_equal(ours, theirs)
+    np.testing.assert_array_equal(unpatchify(ours, (4, 16, 24), 2, 8), video)
+    mean, std = patch_statistics(ours)
+    np.testing.assert_allclose(std[:, :, 0], ours.std(axis=-2, ddof=1) + 1e-6, rtol=1e-5)
+    np.testing.assert_allclose(mean[:, :, 0], ours.mean(axis=-2), rtol=1e-5, atol=1e-6)
+
+
+@pytest.fixture(scope="module")
+def pretrained(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("pt")
+    hf = reference.hf_model("pretrainer", seed=3, **reference.SMALL)
+    hf.save_pretrained(folder / "hf")
+    video = write_video(folder / "clip.mkv", moving_frames(40, 48, 64), "FFV1")
+    return hf, str(folder / "hf"), video
+
+
+def test_loss_matches_transformers(pretrained, record_parity):
+    hf, folder, video = pretrained
+    model = from_pretrained(folder)
+    mask = mask_for_model(model, seed=5)
+    result = reconstruct_video(model, video, mask=mask)
+    views = load_views(video, 4, 32, (1, 1), "dense")
+    with torch.no_grad():
+        out = hf(torch.from_numpy(views.data.transpose(0, 1, 4, 2, 3)),
+                 bool_masked_pos=torch.from_numpy(mask[None]))
+    assert record_parity("norm-pix loss", np.float64(result.loss), out.loss.numpy()) <= 1e-5
+    assert result.loss > 0
+
+
+def test_pictures_keep_visible_patches_and_grey_out_masked(pretrained):
+    _, folder, video = pretrained
+    model = from_pretrained(folder)
+    result = reconstruct_video(model, video, seed=1)
+    tokens = patchify(result.original[None], 2, 8)[0]
+    rebuilt = patchify(result.reconstruction[None], 2, 8)[0]
+    hidden = patchify(result.masked[None], 2, 8)[0]
+    visible = ~result.mask
+    np.testing.assert_allclose(rebuilt[visible], np.clip(tokens[visible], 0, 1), atol=1e-5)
+    np.testing.assert_array_equal(hidden[result.mask], 0.5)
+    np.testing.assert_array_equal(hidden[visible], tokens[visible])
+    assert not np.allclose(rebuilt[result.mask], tokens[result.mask], atol=1e-3)
+    # the tube property: the same spatial pattern in every temporal slice
+    grid = result.mask.reshape(model.grid)
+    assert all(np.array_equal(grid[0], g) for g in grid)
+    assert result.mask.sum() == model.num_masked
+
+
+def test_png_and_gif(pretrained, tmp_path):
+    _, folder, video = pretrained
+    result = reconstruct_video(from_pretrained(folder), video)
+    png = result.save_png(tmp_path / "r.png")
+    gif = result.save_gif(tmp_path / "r.gif", fps=5)
+    with Image.open(png) as image:
+        assert image.size == (2 * 32, 3 * 32)  # every 2nd of 4 frames; three rows
+    with Image.open(gif) as image:
+        assert image.size == (3 * 32, 32) and image.n_frames == 4
+    with pytest.raises(FileExistsError, match="overwrite"):
+        result.save_png(png)
+    result.save_png(png, overwrite=True)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r.gif", "r.png"]  # no temp files
+
+
+def test_mask_ratio_must_match_the_model(pretrained):
+    _, folder, _ = pretrained
+    model = from_pretrained(folder)
+    with pytest.raises(ValueError, match="mask_ratio"):
+        mask_for_model(model, mask_ratio=0.5)
+    assert from_pretrained(folder, mask_ratio=0.5).num_masked == 2 * 8
+
+
+def test_reconstruct_needs_a_pretraining_model(pretrained):
+    _, _, video = pretrained
+    classifier = VideoMAEClassifier(num_classes=3, num_frames=4, image_size=32, patch_size=8,
+                                    hidden_dim=16, depth=1, num_heads=2, mlp_dim=16)
+    with pytest.raises(ValueError, match="pretraining model"):
+        reconstruct_video(classifier, video)

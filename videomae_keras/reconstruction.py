@@ -1,0 +1,173 @@
+"""Reconstruction pictures from a pretraining model: original | masked | reconstruction.
+
+The model predicts each masked patch in normalised-pixel space (the norm-pix target: per
+patch and channel, zero mean and unit std). To draw it, the prediction is un-normalised
+with the mean and std of the *original* patch, as the official visualisation
+(`run_videomae_vis.py`) does. The pictures therefore borrow each masked patch's true
+brightness and contrast from the ground truth; only its structure is predicted.
+"""
+
+import dataclasses
+import os
+
+import numpy as np
+
+from videomae_keras.atomic import atomic_output
+from videomae_keras.inference import load_views, model_clip_shape
+from videomae_keras.patches import patch_statistics, patchify, unpatchify
+from videomae_keras.video.preprocess import unnormalize
+
+MASK_GREY = 0.5
+ROW_NAMES = ("original", "masked", "reconstruction")
+
+
+def mask_for_model(model, seed=0, mask_ratio=None):
+    """A (N,) bool tube mask with exactly the model's number of masked tokens.
+
+    The same random spatial pattern repeats in every temporal slice (tube masking). When the
+    model's count is not a whole number per slice, the mask is random over all tokens.
+    `mask_ratio` must give the model's count, since the count is fixed by the model.
+    """
+    frames, height, width = model.grid
+    count = int(model.num_masked)
+    if mask_ratio is not None:
+        asked = frames * int(mask_ratio * height * width)
+        if asked != count:
+            raise ValueError(
+                f"This model masks {count} of {model.num_tokens} tokens (ratio "
+                f"{count / model.num_tokens:.3f}); mask_ratio={mask_ratio} gives {asked}. "
+                "Rebuild the model with that mask_ratio (videomae-keras reconstruct "
+                "--mask-ratio does)."
+            )
+    rng = np.random.default_rng(seed)
+    mask = np.zeros(model.num_tokens, bool)
+    if count % frames == 0:
+        spatial = np.zeros(height * width, bool)
+        spatial[rng.permutation(height * width)[: count // frames]] = True
+        mask[:] = np.tile(spatial, frames)
+    else:
+        mask[rng.permutation(model.num_tokens)[:count]] = True
+    return mask
+
+
+@dataclasses.dataclass
+class Reconstruction:
+    """One clip seen by a pretraining model; frames are float32 RGB in [0, 1]."""
+
+    original: np.ndarray  # (T, H, W, 3)
+    masked: np.ndarray  # (T, H, W, 3), masked patches grey
+    reconstruction: np.ndarray  # (T, H, W, 3), visible patches original, masked predicted
+    mask: np.ndarray  # (N,) bool, True = masked
+    loss: float  # norm-pix MSE over the masked patches (what pretraining minimises)
+    frame_indices: np.ndarray
+    source: str
+    tubelet_size: int = 2
+
+    def grid(self, frame_step=None, labels=True):
+        """uint8 picture: rows original, masked, reconstruction; one column per shown frame
+        (every `frame_step`-th frame, default the tubelet size)."""
+        import cv2
+
+        step = frame_step or self.tubelet_size
+        rows = []
+        for name, frames in zip(ROW_NAMES, (self.original, self.masked, self.reconstruction)):
+            row = _to_uint8(np.concatenate(list(frames[::step]), axis=1))
+            if labels:
+                row = np.ascontiguousarray(row)
+                scale = max(0.35, row.shape[0] / 480)
+                for colour, thickness in (((0, 0, 0), 3), ((255, 255, 255), 1)):
+                    cv2.putText(row, name, (4, int(16 * scale) + 4), cv2.FONT_HERSHEY_SIMPLEX,
+                                scale, colour, thickness, cv2.LINE_AA)
+            rows.append(row)
+        return np.concatenate(rows, axis=0)
+
+    def animation_frames(self):
+        """uint8 (T, H, 3 * W, 3): original | masked | reconstruction side by side."""
+        return _to_uint8(np.concatenate([self.original, self.masked, self.reconstruction],
+                                        axis=2))
+
+    def save_png(self, path, overwrite=False, frame_step=None):
+        """Writes `grid()` as a PNG (atomically); returns the path."""
+        from PIL import Image
+
+        path = os.fspath(path)
+        with atomic_output(path, overwrite=overwrite, suffix=".png") as temp:
+            Image.fromarray(self.grid(frame_step)).save(temp, format="PNG")
+        return path
+
+    def save_gif(self, path, overwrite=False, fps=4.0):
+        """Writes an animated GIF of `animation_frames()` (atomically), looping; returns the
+        path."""
+        from PIL import Image
+
+        path = os.fspath(path)
+        images = [Image.fromarray(f) for f in self.animation_frames()]
+        with atomic_output(path, overwrite=overwrite, suffix=".gif") as temp:
+            images[0].save(temp, format="GIF", save_all=True, append_images=images[1:],
+                           duration=int(round(1000 / fps)), loop=0)
+        return path
+
+
+def _to_uint8(frames):
+    return (np.clip(frames, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+
+
+def reconstruct_video(
+    model,
+    video,
+    mask=None,
+    seed=0,
+    sampling_rate=4,
+    interpolation="bilinear",
+    backend="auto",
+):
+    """Runs a pretraining model on the centre clip (dense, stride `sampling_rate`, centre
+    crop) of `video` (a file or frames) with a tube mask, and returns a `Reconstruction`.
+
+    `mask`: (N,) bool with the model's masked count, or None for a tube mask drawn with
+    `seed`.
+    """
+    from videomae_keras.models import VideoMAEPretrainer
+
+    if not isinstance(model, VideoMAEPretrainer):
+        raise ValueError(
+            f"reconstruct_video needs a pretraining model (VideoMAEPretrainer, e.g. "
+            f"VideoMAE_ViTB16PT or from_pretrained of a pretrained checkpoint); got "
+            f"{type(model).__name__}."
+        )
+    frames, height, width = model_clip_shape(model)
+    views = load_views(video, frames, (height, width) if height != width else height, (1, 1),
+                       "dense", sampling_rate, interpolation, backend)
+    if mask is None:
+        mask = mask_for_model(model, seed)
+    mask = np.asarray(mask, bool).reshape(-1)
+    if mask.shape != (model.num_tokens,) or mask.sum() != model.num_masked:
+        raise ValueError(
+            f"mask must be ({model.num_tokens},) with {model.num_masked} True entries; got "
+            f"shape {mask.shape} with {int(mask.sum())}."
+        )
+    config = model.get_config()
+    tubelet, patch = config["tubelet_size"], config["patch_size"]
+    prediction = model.predict_on_batch([views.data, mask[None]])  # (1, N_masked, P * 3)
+    prediction = np.asarray(prediction, np.float32).reshape(1, int(mask.sum()), -1, 3)
+
+    original = unnormalize(views.data)  # (1, T, H, W, 3) in [0, 1]
+    patches = patchify(original, tubelet, patch)  # (1, N, P, 3)
+    mean, std = patch_statistics(patches)
+    target = (patches - mean) / std
+    loss = float(np.mean((prediction - target[:, mask]) ** 2))
+    rebuilt = patches.copy()
+    rebuilt[:, mask] = prediction * std[:, mask] + mean[:, mask]
+    hidden = patches.copy()
+    hidden[:, mask] = MASK_GREY
+    shape = (frames, height, width)
+    return Reconstruction(
+        original=original[0],
+        masked=unpatchify(hidden, shape, tubelet, patch)[0],
+        reconstruction=np.clip(unpatchify(rebuilt, shape, tubelet, patch)[0], 0.0, 1.0),
+        mask=mask,
+        loss=loss,
+        frame_indices=views.frame_indices[0],
+        source=views.source,
+        tubelet_size=tubelet,
+    )

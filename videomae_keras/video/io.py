@@ -1,0 +1,424 @@
+"""Reading videos: frame count, fps and RGB uint8 frames, through decord, PyAV or OpenCV.
+
+OpenCV is always there; decord (what the official loaders use) and PyAV are used when
+installed. Only the frames asked for are converted to RGB, and long gaps between them are
+skipped by seeking where the backend can seek exactly. Every failure is a `VideoError` that
+names the file.
+"""
+
+import os
+
+import numpy as np
+
+BACKENDS = ("decord", "pyav", "opencv")
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
+# Gaps longer than this are skipped by seeking instead of decoding through them (OpenCV).
+SEEK_GAP = 128
+
+
+class VideoError(ValueError):
+    """A video could not be read; the message names the file and what went wrong."""
+
+
+class _StreamEnded(Exception):
+    """The stream held fewer frames than its header said (internal)."""
+
+    def __init__(self, decoded):
+        super().__init__(decoded)
+        self.decoded = decoded
+
+
+def available_backends():
+    """The decoding backends importable here, in the order "auto" tries them."""
+    found = []
+    for name, module in (("decord", "decord"), ("pyav", "av"), ("opencv", "cv2")):
+        try:
+            __import__(module)
+        except ImportError:
+            continue
+        found.append(name)
+    return found
+
+
+def to_rgb(frames):
+    """Any frames (T, H, W), (T, H, W, 1|3|4), uint8/uint16/float -> (T, H, W, 3) uint8 RGB.
+
+    Grayscale is repeated over the three channels and an alpha channel is dropped. Float
+    input is taken as [0, 1]; uint16 is scaled down to 8 bits.
+    """
+    frames = np.asarray(frames)
+    if frames.ndim == 3:
+        frames = frames[..., None]
+    if frames.ndim != 4 or frames.shape[-1] not in (1, 3, 4):
+        raise ValueError(
+            f"Frames must be (T, H, W) or (T, H, W, C) with C in 1, 3, 4; got shape "
+            f"{frames.shape}."
+        )
+    if frames.dtype == np.uint16:
+        frames = (frames >> 8).astype(np.uint8)
+    elif np.issubdtype(frames.dtype, np.floating):
+        frames = (np.clip(frames, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+    elif frames.dtype != np.uint8:
+        frames = np.clip(frames, 0, 255).astype(np.uint8)
+    if frames.shape[-1] == 1:
+        frames = np.repeat(frames, 3, axis=-1)
+    elif frames.shape[-1] == 4:
+        frames = frames[..., :3]
+    return np.ascontiguousarray(frames)
+
+
+class VideoReader:
+    """An open video: `len(reader)`, `fps`, `height`, `width`, and `read(indices)`.
+
+    `backend` is "auto" (decord, then PyAV, then OpenCV: the first that opens the file),
+    or one of those names. Frame indices count decoded frames in presentation order, as
+    decord and the official loaders do. Use as a context manager, or call `close()`.
+    """
+
+    def __init__(self, path, backend="auto"):
+        self.path = os.fspath(path)
+        _check_file(self.path)
+        names = available_backends() if backend == "auto" else [backend]
+        if backend != "auto" and backend not in BACKENDS:
+            raise ValueError(f"Unknown video backend {backend!r}; choose auto or one of {BACKENDS}.")
+        if backend != "auto" and backend not in available_backends():
+            raise ImportError(
+                f"The {backend} video backend is not installed "
+                f"(pip install {'av' if backend == 'pyav' else backend})."
+            )
+        self._remaining = list(names)
+        errors = []
+        while self._remaining:
+            name = self._remaining.pop(0)
+            try:
+                self._impl = _IMPLEMENTATIONS[name](self.path)
+            except VideoError as e:
+                errors.append(str(e))
+                continue
+            if self._impl.num_frames <= 0:
+                self._impl.close()
+                errors.append("the video has no frames")
+                continue
+            self.backend = name
+            break
+        else:
+            detail = errors[-1] if errors else "no backend"
+            raise VideoError(f"{self.path}: cannot read this video ({detail}).")
+        self._auto = backend == "auto"
+
+    def __len__(self):
+        return self._impl.num_frames
+
+    @property
+    def num_frames(self):
+        return self._impl.num_frames
+
+    @property
+    def fps(self):
+        return self._impl.fps
+
+    @property
+    def height(self):
+        return self._impl.height
+
+    @property
+    def width(self):
+        return self._impl.width
+
+    @property
+    def duration(self):
+        """Seconds, from the frame count and fps (None without an fps)."""
+        return self.num_frames / self.fps if self.fps else None
+
+    def read(self, indices):
+        """Frames at `indices` (any order, repeats allowed) -> (len, H, W, 3) uint8 RGB.
+
+        If the stream ends before a requested frame (a header that over-counts), the true
+        frame count is recorded in `len(self)` and an IndexError says so; `read_clip` and the
+        samplers re-plan on that.
+        """
+        indices = np.asarray(indices, dtype=np.int64).reshape(-1)
+        if indices.size == 0:
+            return np.zeros((0, self.height, self.width, 3), np.uint8)
+        if indices.min() < 0 or indices.max() >= self.num_frames:
+            raise IndexError(
+                f"{self.path}: frame indices must lie in [0, {self.num_frames}); got "
+                f"{indices.min()}..{indices.max()}."
+            )
+        unique, inverse = np.unique(indices, return_inverse=True)
+        while True:
+            try:
+                frames = self._impl.read(unique)
+                break
+            except _StreamEnded as e:
+                self._impl.num_frames = e.decoded
+                if e.decoded <= 0:
+                    raise VideoError(f"{self.path}: no frame could be decoded.") from None
+                raise IndexError(
+                    f"{self.path}: the stream ends after {e.decoded} frames (its header said "
+                    f"more)."
+                ) from None
+            except VideoError:
+                raise
+            except Exception as e:  # a decoder error: try the next backend, else name the file
+                if not (self._auto and self._next_backend()):
+                    raise VideoError(f"{self.path}: decoding failed ({_clean(e)}).") from e
+                if indices.max() >= self.num_frames:
+                    raise IndexError(
+                        f"{self.path}: {self.backend} counts {self.num_frames} frames."
+                    ) from None
+        return to_rgb(frames)[inverse]
+
+    def _next_backend(self):
+        """Switches to the next backend that opens the file (auto mode, after a failure)."""
+        while self._remaining:
+            name = self._remaining.pop(0)
+            try:
+                impl = _IMPLEMENTATIONS[name](self.path)
+            except VideoError:
+                continue
+            if impl.num_frames <= 0:
+                impl.close()
+                continue
+            self._impl.close()
+            self._impl, self.backend = impl, name
+            return True
+        return False
+
+    def read_all(self):
+        """Every frame that decodes, (len, H, W, 3) uint8 RGB."""
+        return self.read_clip(np.arange(self.num_frames), replan=np.arange)
+
+    def read_clip(self, indices, replan=None):
+        """Like `read`, but a header that over-counts is survived: with `replan` (a function
+        of the true frame count returning new indices) the indices are planned again,
+        without it indices past the end repeat the last frame."""
+        for _ in range(3):
+            try:
+                return self.read(indices)
+            except IndexError:
+                if self._impl.num_frames <= 0:
+                    raise
+                if replan is not None:
+                    indices = replan(self.num_frames)
+                else:
+                    indices = np.minimum(np.asarray(indices), self.num_frames - 1)
+        return self.read(indices)
+
+    def close(self):
+        self._impl.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+        return False
+
+    def __repr__(self):
+        return (
+            f"VideoReader({self.path!r}, backend={self.backend!r}, frames={self.num_frames}, "
+            f"fps={self.fps:.2f}, size={self.width}x{self.height})"
+        )
+
+
+def video_info(path, backend="auto"):
+    """{"frames", "fps", "height", "width", "duration", "backend"} of a video file."""
+    with VideoReader(path, backend) as reader:
+        return {
+            "frames": reader.num_frames,
+            "fps": reader.fps,
+            "height": reader.height,
+            "width": reader.width,
+            "duration": reader.duration,
+            "backend": reader.backend,
+        }
+
+
+def read_video(path, indices=None, backend="auto"):
+    """Frames of a video file as (T, H, W, 3) uint8 RGB: all of them, or those at `indices`."""
+    with VideoReader(path, backend) as reader:
+        if indices is None:
+            return reader.read_all()
+        return reader.read_clip(indices)
+
+
+def _clean(error):
+    """A decoder's message without log prefixes, short enough for one line."""
+    import re
+
+    text = re.sub(r"\[[0-9:]+\] [^ ]+:[0-9]+: ", "", str(error)).strip() or type(error).__name__
+    text = text.splitlines()[0]
+    return text if len(text) <= 160 else text[:157] + "..."
+
+
+def _check_file(path):
+    if not os.path.exists(path):
+        raise VideoError(f"{path}: no such file.")
+    if os.path.isdir(path):
+        raise VideoError(f"{path}: is a folder, not a video file.")
+    if not os.access(path, os.R_OK):
+        raise VideoError(f"{path}: permission denied.")
+    if os.path.getsize(path) == 0:
+        raise VideoError(f"{path}: the file is empty.")
+    if path.lower().endswith(IMAGE_EXTENSIONS):
+        raise VideoError(f"{path}: is an image, not a video; give a video file.")
+
+
+class _Decord:
+    def __init__(self, path):
+        import decord
+
+        try:
+            self.reader = decord.VideoReader(path, ctx=decord.cpu(0), num_threads=1)
+            first = self.reader[0].shape if len(self.reader) else None
+        except Exception as e:
+            raise VideoError(_clean(e))
+        self.num_frames = len(self.reader)
+        self.fps = float(self.reader.get_avg_fps() or 0.0)
+        self.height, self.width = (first[0], first[1]) if first else (0, 0)
+
+    def read(self, indices):
+        return self.reader.get_batch(indices.tolist()).asnumpy()
+
+    def close(self):
+        self.reader = None
+
+
+class _PyAV:
+    def __init__(self, path):
+        import av
+
+        try:
+            self.container = av.open(path)
+        except Exception as e:
+            raise VideoError(str(e))
+        if not self.container.streams.video:
+            self.container.close()
+            raise VideoError("the file has no video stream")
+        stream = self.container.streams.video[0]
+        stream.thread_type = "AUTO"
+        self.path = path
+        rate = stream.average_rate or stream.guessed_rate
+        self.fps = float(rate) if rate else 0.0
+        self.height, self.width = stream.codec_context.height, stream.codec_context.width
+        self.num_frames = int(stream.frames or 0)
+        if self.num_frames <= 0:
+            self.num_frames = self._count_packets()
+
+    def _count_packets(self):
+        """Frames by demuxing (no decoding) when the header has no count (webm, mkv)."""
+        import av
+
+        count = 0
+        try:
+            with av.open(self.path) as container:
+                for packet in container.demux(container.streams.video[0]):
+                    if packet.size:
+                        count += 1
+        except Exception as e:
+            raise VideoError(str(e))
+        return count
+
+    def read(self, indices):
+        import av
+
+        wanted = {int(i): n for n, i in enumerate(indices)}
+        last = int(indices[-1])
+        out = [None] * len(indices)
+        self.container.seek(0)
+        stream = self.container.streams.video[0]
+        index = -1
+        try:
+            for index, frame in enumerate(self.container.decode(stream)):
+                if index in wanted:
+                    out[wanted[index]] = frame.to_ndarray(format="rgb24")
+                if index >= last:
+                    break
+        except av.error.InvalidDataError:
+            if index < 0:
+                raise
+            # a truncated or damaged tail: the frames before it are the video
+        if index < last:
+            raise _StreamEnded(index + 1)
+        return np.stack(out)
+
+    def close(self):
+        self.container.close()
+
+
+class _OpenCV:
+    def __init__(self, path):
+        import cv2
+
+        self.cv2 = cv2
+        self.path = path
+        self.capture = self._open()
+        count = int(self.capture.get(cv2.CAP_PROP_FRAME_COUNT))
+        self.fps = float(self.capture.get(cv2.CAP_PROP_FPS) or 0.0)
+        self.width = int(self.capture.get(cv2.CAP_PROP_FRAME_WIDTH))
+        self.height = int(self.capture.get(cv2.CAP_PROP_FRAME_HEIGHT))
+        self.position = 0
+        if count <= 0:
+            count = self._count_by_grabbing()
+        self.num_frames = count
+
+    def _open(self):
+        capture = self.cv2.VideoCapture(self.path, self.cv2.CAP_FFMPEG)
+        if not capture.isOpened():
+            capture.release()
+            raise VideoError("OpenCV cannot open it: not a video, or a codec FFmpeg lacks")
+        return capture
+
+    def _count_by_grabbing(self):
+        count = 0
+        while self.capture.grab():
+            count += 1
+        self._rewind()
+        return count
+
+    def _rewind(self):
+        self.capture.release()
+        self.capture = self._open()
+        self.position = 0
+
+    def _seek(self, target):
+        """Seeks to `target`; False when the backend could not land exactly on it."""
+        self.capture.set(self.cv2.CAP_PROP_POS_FRAMES, target)
+        if int(self.capture.get(self.cv2.CAP_PROP_POS_FRAMES)) == target:
+            self.position = target
+            return True
+        self._rewind()
+        return False
+
+    def read(self, indices):
+        out = []
+        for target in indices:
+            target = int(target)
+            if target < self.position:
+                self._rewind()
+            if target - self.position > SEEK_GAP:
+                self._seek(target)
+            while self.position < target:
+                if not self.capture.grab():
+                    raise _StreamEnded(self.position)
+                self.position += 1
+            ok, frame = self.capture.read()
+            if not ok or frame is None:
+                raise _StreamEnded(self.position)
+            self.position += 1
+            out.append(self._rgb(frame))
+        return np.stack(out)
+
+    def _rgb(self, frame):
+        if frame.ndim == 2:
+            return self.cv2.cvtColor(frame, self.cv2.COLOR_GRAY2RGB)
+        if frame.shape[-1] == 4:
+            return self.cv2.cvtColor(frame, self.cv2.COLOR_BGRA2RGB)
+        return self.cv2.cvtColor(frame, self.cv2.COLOR_BGR2RGB)
+
+    def close(self):
+        self.capture.release()
+
+
+_IMPLEMENTATIONS = {"decord": _Decord, "pyav": _PyAV, "opencv": _OpenCV}
