@@ -186,7 +186,7 @@ def build_model(task, kwargs):
 
 
 _CLASSIFIER_ONLY = ("num_classes", "use_mean_pooling", "fc_norm_epsilon")
-_PRETRAINER_ONLY = tuple(configs.DECODER_DEFAULTS)
+_PRETRAINER_ONLY = tuple(configs.DECODER_DEFAULTS) + ("norm_pix_loss",)
 
 
 def _arguments_for_task(kwargs, task):
@@ -302,6 +302,7 @@ def _from_hf_config(config, task):
         out["image_size"] = tuple(out["image_size"])
     if task == "pretrainer":
         out["decoder_num_heads"] = int(config.get("decoder_num_attention_heads", 6))
+        out["norm_pix_loss"] = bool(config.get("norm_pix_loss", True))
     return out
 
 

@@ -1,11 +1,13 @@
 """The VideoMAE masked-autoencoder pretraining model."""
 
 import keras
+from keras import ops
 
 from videomae_keras.configs import DECODER_DEFAULTS, num_masked_tokens
 from videomae_keras.layers import InvalidSampleGuard, MaskedTokenIndex, VideoMAEDecoder
 from videomae_keras.layers.embedding import TORCH_DEFAULT_KERNEL_INIT
 from videomae_keras.models.base import VideoMAEModelBase, split_encoder_kwargs
+from videomae_keras.training.losses import pretraining_loss, pretraining_targets
 
 
 @keras.saving.register_keras_serializable(package="videomae_keras")
@@ -28,6 +30,8 @@ class VideoMAEPretrainer(VideoMAEModelBase):
         mask_ratio, mask_type: give num_masked as the tube ("tube") or random ("random")
             generator would produce it.
         num_masked: the exact count of masked tokens per sample (overrides mask_ratio).
+        norm_pix_loss: train on per-patch normalised pixels (the official default) or on
+            plain [0, 1] pixels; see `compute_loss`.
         use_final_norm: the encoder's final LayerNorm before the decoder (official models
             and transformers hub configs have it; a transformers config with
             use_mean_pooling=True has none).
@@ -44,6 +48,7 @@ class VideoMAEPretrainer(VideoMAEModelBase):
         mask_type="tube",
         num_masked=None,
         use_final_norm=True,
+        norm_pix_loss=True,
         name="videomae_pretrainer",
         dtype=None,
         **kwargs,
@@ -104,7 +109,9 @@ class VideoMAEPretrainer(VideoMAEModelBase):
         self.encoder = encoder
         self.decoder = decoder
         self.num_masked = num_masked
-        config.update(num_masked=num_masked, use_final_norm=bool(use_final_norm))
+        self.norm_pix_loss = bool(norm_pix_loss)
+        config.update(num_masked=num_masked, use_final_norm=bool(use_final_norm),
+                      norm_pix_loss=self.norm_pix_loss)
         self._finish_init(config, grid, dtype)
 
     def call(self, inputs, training=None, mask=None):
@@ -112,3 +119,22 @@ class VideoMAEPretrainer(VideoMAEModelBase):
         shape = self._check_video(video)
         self._check_mask(bool_masked_pos, shape, self.num_masked)
         return super().call([video, bool_masked_pos], training=training, mask=mask)
+
+    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+        """The VideoMAE loss, so `compile(optimizer)` + `fit([video, mask])` trains: MSE
+        between the predictions and the (norm-pix) targets of the masked tokens. `y` is not
+        used (the targets come from the video); a compiled loss, if any, is added."""
+        video, bool_masked_pos = self._split_inputs(x, ["video", "bool_masked_pos"])
+        config = self._videomae_config
+        targets = pretraining_targets(
+            video, bool_masked_pos, self.num_masked, config["tubelet_size"],
+            config["patch_size"], self.norm_pix_loss,
+        )
+        loss = pretraining_loss(y_pred, targets)
+        if y is not None and getattr(self, "_compile_loss", None) is not None:
+            extra = self._compile_loss(y, y_pred, sample_weight)
+            if extra is not None:
+                loss = loss + extra
+        for extra in self.losses:
+            loss = loss + ops.cast(extra, "float32")
+        return loss

@@ -1,0 +1,53 @@
+"""The masked-autoencoder loss of VideoMAE, in keras.ops with static shapes.
+
+Target (official `engine_for_pretraining.py`, transformers' VideoMAEForPreTraining): the
+input is un-normalised with the ImageNet mean and std, cut into tubelet patches (token
+order t, h, w; pixels t, y, x; channel fastest) and, with `norm_pix_loss`, each patch is
+normalised per channel by its mean and sqrt(unbiased variance) + 1e-6. The loss is the mean
+squared error over the masked tokens only, taken in ascending token order (the order of the
+pretraining model's predictions).
+"""
+
+from keras import ops
+
+from videomae_keras.configs import IMAGENET_MEAN, IMAGENET_STD
+
+
+def masked_index(bool_masked_pos, num_masked):
+    """(B, num_masked) indices of the masked tokens in ascending order (tie-free sort)."""
+    num_tokens = bool_masked_pos.shape[-1]
+    key = ops.cast(bool_masked_pos, "int32") * num_tokens + ops.arange(num_tokens, dtype="int32")
+    return ops.argsort(key, axis=-1)[:, num_tokens - num_masked:]
+
+
+def patchify(video, tubelet_size, patch_size):
+    """(B, T, H, W, C) -> (B, N, tubelet * p * p, C) in keras.ops."""
+    _, frames, height, width, channels = video.shape
+    t, h, w = frames // tubelet_size, height // patch_size, width // patch_size
+    x = ops.reshape(video, (-1, t, tubelet_size, h, patch_size, w, patch_size, channels))
+    x = ops.transpose(x, (0, 1, 3, 5, 2, 4, 6, 7))
+    return ops.reshape(x, (-1, t * h * w, tubelet_size * patch_size * patch_size, channels))
+
+
+def pretraining_targets(video, bool_masked_pos, num_masked, tubelet_size=2, patch_size=16,
+                        norm_pix_loss=True, mean=IMAGENET_MEAN, std=IMAGENET_STD):
+    """(B, num_masked, tubelet * p * p * C) float32 targets for the masked tokens."""
+    video = ops.cast(video, "float32")
+    channels = video.shape[-1]
+    if channels == len(mean):
+        video = video * ops.convert_to_tensor(std, "float32") + ops.convert_to_tensor(
+            mean, "float32")
+    patches = patchify(video, tubelet_size, patch_size)
+    if norm_pix_loss:
+        pixels = patches.shape[-2]
+        centred = patches - ops.mean(patches, axis=-2, keepdims=True)
+        variance = ops.sum(ops.square(centred), axis=-2, keepdims=True) / (pixels - 1)
+        patches = centred / (ops.sqrt(variance) + 1e-6)
+    patches = ops.reshape(patches, (-1, patches.shape[1], patches.shape[2] * channels))
+    index = masked_index(bool_masked_pos, num_masked)
+    return ops.take_along_axis(patches, index[..., None], axis=1)
+
+
+def pretraining_loss(predictions, targets):
+    """Mean squared error over every masked token and value (float32)."""
+    return ops.mean(ops.square(ops.cast(predictions, "float32") - targets))
