@@ -196,9 +196,11 @@ def test_help(command, words, capsys):
 def test_console_command_error_has_no_traceback(tmp_path):
     """The real console path: a fresh process, one line on stderr, exit 2."""
     missing = tmp_path / "nothing.mp4"
+    env = dict(os.environ, VIDEOMAE_KERAS_OFFLINE="1")
+    env.pop("TF_CPP_MIN_LOG_LEVEL", None)  # a user's plain environment (tf2onnx changes it)
     process = subprocess.run(
         [sys.executable, "-m", "videomae_keras.cli", "predict", str(missing), "--quiet"],
-        capture_output=True, text=True, env=dict(os.environ, VIDEOMAE_KERAS_OFFLINE="1"),
+        capture_output=True, text=True, env=env,
     )
     assert process.returncode == 2
     assert process.stderr.strip() == f"videomae-keras predict: error: {missing}: no such file."

@@ -11,7 +11,7 @@ nbclient = pytest.importorskip("nbclient")
 from conftest import BACKEND  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-NOTEBOOKS = ["inference.ipynb", "reconstruction.ipynb"]
+NOTEBOOKS = ["inference.ipynb", "reconstruction.ipynb", "finetuning.ipynb"]
 
 
 @pytest.mark.parametrize("name", NOTEBOOKS)
@@ -30,6 +30,8 @@ def test_notebook_runs(name, tmp_path, monkeypatch):
     assert f"on {BACKEND}" in outputs
     if name == "inference.ipynb":
         assert "(5x3 views, dense)" in outputs and "pooled (1, 64)" in outputs
+    elif name == "finetuning.ipynb":
+        assert "validation top-1:" in outputs and "true class:" in outputs
     else:
         assert (tmp_path / "reconstruction.png").exists()
         assert (tmp_path / "reconstruction.gif").exists()

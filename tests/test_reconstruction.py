@@ -103,3 +103,24 @@ def test_reconstruct_needs_a_pretraining_model(pretrained):
                                     hidden_dim=16, depth=1, num_heads=2, mlp_dim=16)
     with pytest.raises(ValueError, match="pretraining model"):
         reconstruct_video(classifier, video)
+
+
+def test_pixel_loss_models_are_drawn_as_predicted(pretrained):
+    """With norm_pix_loss=False the model predicts [0, 1] pixels: the masked patches of the
+    picture are its predictions, with no statistics borrowed from the original."""
+    from videomae_keras import VideoMAEPretrainer
+
+    _, _, video = pretrained
+    model = VideoMAEPretrainer(num_frames=4, image_size=32, patch_size=8, hidden_dim=16,
+                               depth=1, num_heads=2, mlp_dim=16, decoder_hidden_dim=8,
+                               decoder_depth=1, decoder_num_heads=2, decoder_mlp_dim=8,
+                               mask_ratio=0.5, norm_pix_loss=False)
+    result = reconstruct_video(model, video, seed=2)
+    views = load_views(video, 4, 32, (1, 1), "dense")
+    predicted = np.asarray(model.predict_on_batch([views.data, result.mask[None]]))
+    predicted = predicted.reshape(1, int(result.mask.sum()), -1, 3)
+    rebuilt = patchify(result.reconstruction[None], 2, 8)
+    np.testing.assert_allclose(rebuilt[:, result.mask], np.clip(predicted, 0, 1), atol=1e-5)
+    target = patchify(result.original[None], 2, 8)[:, result.mask]
+    assert result.target == "pixels"
+    assert result.loss == pytest.approx(float(np.mean((predicted - target) ** 2)), rel=1e-4)

@@ -1,5 +1,11 @@
 """VideoMAE and VideoMAE V2 in Keras 3: the same models on JAX, TensorFlow and PyTorch."""
 
+import os as _os
+
+# TensorFlow's C++ start-up chatter (CPU features, missing CUDA) would precede every
+# command's output; users who set TF_CPP_MIN_LOG_LEVEL themselves keep their value.
+_os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
 from videomae_keras import configs, layers
 from videomae_keras.masking import (
     RandomMaskingGenerator,

@@ -1,10 +1,11 @@
 """Reconstruction pictures from a pretraining model: original | masked | reconstruction.
 
-The model predicts each masked patch in normalised-pixel space (the norm-pix target: per
-patch and channel, zero mean and unit std). To draw it, the prediction is un-normalised
-with the mean and std of the *original* patch, as the official visualisation
-(`run_videomae_vis.py`) does. The pictures therefore borrow each masked patch's true
-brightness and contrast from the ground truth; only its structure is predicted.
+A model trained with the norm-pix loss (every released checkpoint) predicts each masked
+patch in normalised-pixel space (per patch and channel, zero mean and unit std). To draw
+it, the prediction is un-normalised with the mean and std of the *original* patch, as the
+official visualisation (`run_videomae_vis.py`) does. The pictures therefore borrow each
+masked patch's true brightness and contrast from the ground truth; only its structure is
+predicted. A model trained on plain pixels (`norm_pix_loss=False`) is drawn as predicted.
 """
 
 import dataclasses
@@ -58,10 +59,11 @@ class Reconstruction:
     masked: np.ndarray  # (T, H, W, 3), masked patches grey
     reconstruction: np.ndarray  # (T, H, W, 3), visible patches original, masked predicted
     mask: np.ndarray  # (N,) bool, True = masked
-    loss: float  # norm-pix MSE over the masked patches (what pretraining minimises)
+    loss: float  # MSE over the masked patches, on the model's own target (norm-pix or pixels)
     frame_indices: np.ndarray
     source: str
     tubelet_size: int = 2
+    target: str = "norm-pix"  # what `loss` compares: "norm-pix" or "pixels"
 
     def grid(self, frame_step=None, labels=True):
         """uint8 picture: rows original, masked, reconstruction; one column per shown frame
@@ -153,11 +155,15 @@ def reconstruct_video(
 
     original = unnormalize(views.data)  # (1, T, H, W, 3) in [0, 1]
     patches = patchify(original, tubelet, patch)  # (1, N, P, 3)
-    mean, std = patch_statistics(patches)
-    target = (patches - mean) / std
-    loss = float(np.mean((prediction - target[:, mask]) ** 2))
     rebuilt = patches.copy()
-    rebuilt[:, mask] = prediction * std[:, mask] + mean[:, mask]
+    if model.norm_pix_loss:
+        mean, std = patch_statistics(patches)
+        target = (patches - mean) / std
+        rebuilt[:, mask] = prediction * std[:, mask] + mean[:, mask]
+    else:  # the model predicts [0, 1] pixels itself: nothing is borrowed
+        target = patches
+        rebuilt[:, mask] = prediction
+    loss = float(np.mean((prediction - target[:, mask]) ** 2))
     hidden = patches.copy()
     hidden[:, mask] = MASK_GREY
     shape = (frames, height, width)
@@ -170,4 +176,5 @@ def reconstruct_video(
         frame_indices=views.frame_indices[0],
         source=views.source,
         tubelet_size=tubelet,
+        target="norm-pix" if model.norm_pix_loss else "pixels",
     )

@@ -8,6 +8,7 @@ squared error over the masked tokens only, taken in ascending token order (the o
 pretraining model's predictions).
 """
 
+import keras
 from keras import ops
 
 from videomae_keras.configs import IMAGENET_MEAN, IMAGENET_STD
@@ -51,3 +52,32 @@ def pretraining_targets(video, bool_masked_pos, num_masked, tubelet_size=2, patc
 def pretraining_loss(predictions, targets):
     """Mean squared error over every masked token and value (float32)."""
     return ops.mean(ops.square(ops.cast(predictions, "float32") - targets))
+
+
+@keras.saving.register_keras_serializable(package="videomae_keras")
+class SmoothedCrossentropy(keras.losses.Loss):
+    """Cross-entropy on logits with label smoothing (official 0.1). Takes integer labels
+    (B,) or soft targets (B, num_classes), e.g. from mixup / cutmix."""
+
+    def __init__(self, num_classes, label_smoothing=0.1, name="smoothed_crossentropy",
+                 **kwargs):
+        super().__init__(name=name, **kwargs)
+        self.num_classes = int(num_classes)
+        self.label_smoothing = float(label_smoothing)
+
+    def call(self, y_true, y_pred):
+        if len(y_true.shape) == 2 and y_true.shape[-1] == self.num_classes:
+            target = ops.cast(y_true, "float32")
+        else:
+            target = ops.one_hot(ops.cast(ops.reshape(y_true, (-1,)), "int32"),
+                                 self.num_classes)
+        if self.label_smoothing:
+            target = target * (1.0 - self.label_smoothing) + (
+                self.label_smoothing / self.num_classes)
+        log_probs = ops.log_softmax(ops.cast(y_pred, "float32"), axis=-1)
+        return -ops.sum(target * log_probs, axis=-1)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(num_classes=self.num_classes, label_smoothing=self.label_smoothing)
+        return config

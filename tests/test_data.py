@@ -1,0 +1,135 @@
+"""Training data: annotation lists, frame-consistent augmentation, the clip dataset and the
+synthetic moving-shapes videos."""
+
+import numpy as np
+import pytest
+
+from videomae_keras import TubeMaskingGenerator
+from videomae_keras.data import (
+    MOTION_CLASSES,
+    VideoClipDataset,
+    make_synthetic_dataset,
+    random_resized_crop_box,
+    read_annotations,
+    render_clip,
+    train_clip_transform,
+)
+from videomae_keras.video import VideoError
+
+pytestmark = pytest.mark.backend_independent
+
+
+def test_annotations(tmp_path):
+    listing = tmp_path / "train.txt"
+    listing.write_text("# comment\nvideos/a.mp4 3\n\n/abs/b file.mp4 0\nc.mp4 0 -1\n")
+    samples = read_annotations(listing)
+    assert samples[0] == (str(tmp_path / "videos" / "a.mp4"), 3)
+    assert samples[1] == ("/abs/b file.mp4", 0)
+    assert samples[2] == (str(tmp_path / "c.mp4"), 0)  # V2 pretraining list `path 0 -1`
+    bad = tmp_path / "bad.txt"
+    bad.write_text("a.mp4 1\nb.mp4 cat\n")
+    with pytest.raises(ValueError, match=r"bad.txt:2: expected 'path label'"):
+        read_annotations(bad)
+    empty = tmp_path / "empty.txt"
+    empty.write_text("\n")
+    with pytest.raises(ValueError, match="lists no videos"):
+        read_annotations(empty)
+    with pytest.raises(FileNotFoundError, match="missing.txt"):
+        read_annotations(tmp_path / "missing.txt")
+
+
+def test_random_resized_crop_box_ranges():
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        top, left, h, w = random_resized_crop_box(120, 160, rng)
+        assert 0 <= top and top + h <= 120 and 0 <= left and left + w <= 160
+        assert 0.08 * 120 * 160 * 0.8 <= h * w <= 120 * 160
+    assert random_resized_crop_box(10, 400, rng, scale=(0.99, 1.0)) == (0, 193, 10, 13)
+
+
+def test_augmentation_is_the_same_for_every_frame():
+    frame = np.random.default_rng(1).integers(0, 256, (40, 60, 3), dtype=np.uint8)
+    clip = np.repeat(frame[None], 6, axis=0)
+    for seed in range(10):
+        out = train_clip_transform(clip, 24, np.random.default_rng(seed))
+        assert out.shape == (6, 24, 24, 3) and out.dtype == np.float32
+        for t in range(1, 6):
+            np.testing.assert_array_equal(out[t], out[0])
+    flips = {bool(np.array_equal(train_clip_transform(clip, 24, np.random.default_rng(s),
+                                                      scale=(1, 1), ratio=(1.5, 1.5)),
+                                 train_clip_transform(clip, 24, np.random.default_rng(s),
+                                                      scale=(1, 1), ratio=(1.5, 1.5),
+                                                      flip=False)))
+             for s in range(12)}
+    assert flips == {True, False}  # some draws flip, some do not
+
+
+@pytest.fixture(scope="module")
+def synthetic(tmp_path_factory):
+    return make_synthetic_dataset(tmp_path_factory.mktemp("synthetic"), train_per_class=3,
+                                  val_per_class=1, frames=24, seed=0)
+
+
+def test_synthetic_data_set(synthetic):
+    train = read_annotations(synthetic["train"])
+    assert len(train) == 3 * len(MOTION_CLASSES)
+    assert sorted({label for _, label in train}) == list(range(len(MOTION_CLASSES)))
+    with open(synthetic["labels"]) as f:
+        assert tuple(f.read().split("\n")[:4]) == MOTION_CLASSES
+
+
+@pytest.mark.parametrize("label", range(4))
+def test_synthetic_motion_direction(label):
+    """The shape's centre of change moves the way the class says."""
+    clip = render_clip(label, np.random.default_rng(label), frames=20).astype(float)
+    still = np.median(clip, axis=0)
+    centres = []
+    for frame in (clip[0], clip[-1]):
+        weight = np.abs(frame - still).sum(-1)
+        ys, xs = np.indices(weight.shape)
+        centres.append(((ys * weight).sum() / weight.sum(), (xs * weight).sum() / weight.sum()))
+    dy, dx = np.subtract(centres[1], centres[0])
+    expected = [(0, 1), (0, -1), (1, 0), (-1, 0)][label]
+    moved = (dy, dx)[0 if expected[0] else 1] * (expected[0] or expected[1])
+    assert moved > 5
+
+
+def test_pretraining_batches(synthetic):
+    samples = read_annotations(synthetic["train"])
+    masks = TubeMaskingGenerator((4, 2, 2), 0.5)
+    data = VideoClipDataset(samples, "pretrain", 8, 32, 4, sampling_rate=2, mask_generator=masks,
+                            seed=3)
+    assert len(data) == 3
+    (video, mask), = data[0]
+    assert video.shape == (4, 8, 32, 32, 3) and mask.shape == (4, 16) and mask.dtype == bool
+    assert set(mask.sum(1)) == {8}
+    assert len({m.tobytes() for m in mask}) > 1  # a fresh mask per sample
+    (again, mask_again), = data[0]
+    np.testing.assert_array_equal(again, video)  # reproducible for a seed
+    np.testing.assert_array_equal(mask_again, mask)
+    data.on_epoch_end()
+    (other, _), = data[0]
+    assert not np.array_equal(other, video)  # a new epoch reshuffles and redraws
+
+
+def test_training_and_eval_batches(synthetic):
+    train = read_annotations(synthetic["train"])
+    data = VideoClipDataset(train, "train", 8, 32, 5, sampling_rate=2)
+    video, labels = data[1]
+    assert video.shape == (5, 8, 32, 32, 3) and labels.dtype == np.int32
+    val = VideoClipDataset(read_annotations(synthetic["val"]), "eval", 8, 32, 3)
+    assert len(val) == 2  # the last, partial batch is kept for evaluation
+    assert val[1][0].shape[0] == 1
+
+
+def test_broken_videos(synthetic, tmp_path):
+    broken = tmp_path / "broken.mp4"
+    broken.write_bytes(b"no video here" * 10)
+    samples = read_annotations(synthetic["train"])[:3] + [(str(broken), 1)]
+    data = VideoClipDataset(samples, "train", 8, 32, 4, shuffle=False)
+    with pytest.raises(VideoError, match="broken.mp4"):
+        data[0]
+    tolerant = VideoClipDataset(samples, "train", 8, 32, 4, shuffle=False, skip_broken=True)
+    assert tolerant[0][0].shape == (4, 8, 32, 32, 3)
+    with pytest.raises(ValueError, match="mask_generator"):
+        VideoClipDataset(samples, "pretrain", 8, 32, 2)

@@ -1,0 +1,119 @@
+"""Whole runs on a small synthetic data set: pretrain -> finetune through the Python API and
+the command line, resume files, a non-finite loss, and the shipped demo."""
+
+import json
+import math
+import os
+
+import numpy as np
+import pytest
+
+import keras
+
+from videomae_keras import cli
+from videomae_keras.data import make_synthetic_dataset
+from videomae_keras.training.run import (
+    NonFiniteLoss,
+    StopOnNonFiniteLoss,
+    classifier_from_pretrained,
+    finetune,
+    pretrain,
+)
+
+FINETUNE_RUN = dict(sampling_rate=2, batch_size=4, workers=1, progress=False)
+SMALL_RUN = dict(FINETUNE_RUN, num_frames=8, image_size=32)
+
+
+@pytest.fixture(scope="module")
+def synthetic(tmp_path_factory):
+    return make_synthetic_dataset(tmp_path_factory.mktemp("data"), train_per_class=2,
+                                  val_per_class=1, frames=24, seed=1)
+
+
+@pytest.fixture(scope="module")
+def pretrained_run(synthetic, tmp_path_factory):
+    out = tmp_path_factory.mktemp("pretrain")
+    model = pretrain(synthetic["train"], str(out), "tiny", epochs=2, base_lr=1e-3,
+                     mask_ratio=0.75, **SMALL_RUN)
+    return out, model
+
+
+def test_pretrain_writes_model_logs_and_summary(pretrained_run):
+    out, model = pretrained_run
+    assert model.num_masked == 4 * 3 * 4  # tube masking: 12 of 16 per slice, 4 slices
+    restored = keras.saving.load_model(out / "pretrained.keras", safe_mode=True)
+    for a, b in zip(model.weights, restored.weights):
+        np.testing.assert_array_equal(keras.ops.convert_to_numpy(a), keras.ops.convert_to_numpy(b))
+    with open(out / "log.csv") as f:
+        rows = f.read().strip().splitlines()
+    assert rows[0].startswith("epoch") and len(rows) == 3
+    summary = json.loads((out / "run.json").read_text())
+    assert math.isfinite(summary["final_loss"]) and summary["epochs"] == 2
+    assert not (out / "backup").exists()  # removed once the run completes
+
+
+def test_finetune_transfers_the_encoder(pretrained_run, synthetic, tmp_path):
+    out, pretrainer = pretrained_run
+    classifier, count = classifier_from_pretrained(str(out / "pretrained.keras"), 4)
+    source = {v.path: v for v in pretrainer.encoder.weights}
+    assert count == len([v for v in classifier.encoder.weights if v.path in source])
+    for variable in classifier.encoder.weights:
+        np.testing.assert_array_equal(keras.ops.convert_to_numpy(variable),
+                                      keras.ops.convert_to_numpy(source[variable.path]))
+    head = keras.ops.convert_to_numpy(classifier.get_layer("head").weights[0])
+    assert np.abs(head).max() < 0.01  # trunc-normal 0.02 scaled by init_scale 0.001
+    model, results = finetune(synthetic["train"], str(tmp_path), str(out / "pretrained.keras"),
+                              4, val_list=synthetic["val"], epochs=1, flip=False,
+                              **FINETUNE_RUN)
+    assert 0.0 <= results["val_top1"] <= 1.0
+    assert (tmp_path / "finetuned.keras").exists()
+    summary = json.loads((tmp_path / "run.json").read_text())
+    assert summary["val_top1"] == results["val_top1"]
+
+
+def test_finetune_rejects_labels_outside_the_head(pretrained_run, synthetic, tmp_path):
+    out, _ = pretrained_run
+    with pytest.raises(ValueError, match="outside 0..1"):
+        finetune(synthetic["train"], str(tmp_path), str(out / "pretrained.keras"), 2,
+                 epochs=1, **FINETUNE_RUN)
+
+
+def test_non_finite_loss_stops_with_a_message():
+    callback = StopOnNonFiniteLoss()
+    callback.set_model(keras.Sequential([keras.layers.Dense(1)]))
+    callback.on_epoch_begin(2)
+    callback.on_train_batch_end(0, {"loss": 0.5})
+    with pytest.raises(NonFiniteLoss, match="epoch 3, batch 5"):
+        callback.on_train_batch_end(4, {"loss": float("nan")})
+
+
+def test_command_line_pretrain_and_finetune(synthetic, tmp_path, capsys):
+    code = cli.main(["pretrain", synthetic["train"], "--arch", "tiny", "--out",
+                     str(tmp_path / "pt"), "--epochs", "1", "--batch-size", "4", "--num-frames",
+                     "8", "--image-size", "32", "--sampling-rate", "2", "--mask-ratio", "0.75",
+                     "--workers", "1", "--quiet"])
+    out = capsys.readouterr().out
+    assert code == 0 and "pretrained.keras" in out
+    code = cli.main(["finetune", synthetic["train"], "--pretrained",
+                     str(tmp_path / "pt" / "pretrained.keras"), "--num-classes", "4",
+                     "--val-list", synthetic["val"], "--out", str(tmp_path / "ft"), "--epochs",
+                     "1", "--batch-size", "4", "--sampling-rate", "2", "--no-flip",
+                     "--workers", "1", "--quiet"])
+    out = capsys.readouterr().out
+    assert code == 0 and "validation top-1" in out
+    assert os.path.exists(tmp_path / "ft" / "finetuned.keras")
+
+
+def test_demo_runs_offline_on_the_shipped_models(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("VIDEOMAE_KERAS_OFFLINE", "1")
+    code = cli.main(["demo", "--out", str(tmp_path / "demo"), "--quiet"])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    png = tmp_path / "demo" / "demo_clip.reconstruction.png"
+    assert png.exists() and (tmp_path / "demo" / "demo_clip.reconstruction.gif").exists()
+    assert f"wrote {png}" in out and "moving" in out
+    from videomae_keras.demo import demo_files
+
+    with open(demo_files()["report"]) as f:
+        report = json.load(f)
+    assert f"1. {report['sample_clip_label']}" in out  # the shipped model gets it right

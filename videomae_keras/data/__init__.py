@@ -1,0 +1,18 @@
+"""Training data: annotation lists, frame-consistent augmentation, batched clip datasets,
+and a synthetic moving-shapes data set."""
+
+from videomae_keras.data.annotations import read_annotations, write_annotations
+from videomae_keras.data.augment import random_resized_crop_box, train_clip_transform
+from videomae_keras.data.dataset import VideoClipDataset
+from videomae_keras.data.synthetic import MOTION_CLASSES, make_synthetic_dataset, render_clip
+
+__all__ = [
+    "MOTION_CLASSES",
+    "VideoClipDataset",
+    "make_synthetic_dataset",
+    "random_resized_crop_box",
+    "read_annotations",
+    "render_clip",
+    "train_clip_transform",
+    "write_annotations",
+]
