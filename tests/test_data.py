@@ -101,7 +101,7 @@ def test_pretraining_batches(synthetic):
                             seed=3)
     assert len(data) == 3
     (video, mask), = data[0]
-    assert video.shape == (4, 8, 32, 32, 3) and mask.shape == (4, 16) and mask.dtype == bool
+    assert video.shape == (4, 8, 32, 32, 3) and mask.shape == (4, 16) and mask.dtype == np.uint8
     assert set(mask.sum(1)) == {8}
     assert len({m.tobytes() for m in mask}) > 1  # a fresh mask per sample
     (again, mask_again), = data[0]
@@ -133,3 +133,16 @@ def test_broken_videos(synthetic, tmp_path):
     assert tolerant[0][0].shape == (4, 8, 32, 32, 3)
     with pytest.raises(ValueError, match="mask_generator"):
         VideoClipDataset(samples, "pretrain", 8, 32, 2)
+
+
+def test_training_batches_with_mixup(synthetic):
+    from videomae_keras.data import VideoMixup
+
+    train = read_annotations(synthetic["train"])
+    data = VideoClipDataset(train, "train", 8, 32, 4, sampling_rate=2,
+                            mixup=VideoMixup(4, 0.8, 1.0))
+    video, targets = data[0]
+    assert video.shape == (4, 8, 32, 32, 3) and targets.shape == (4, 4)
+    np.testing.assert_allclose(targets.sum(1), 1.0, atol=1e-6)
+    plain = VideoClipDataset(train, "eval", 8, 32, 4, mixup=VideoMixup(4))
+    assert plain[0][1].shape == (4,)  # evaluation is never mixed

@@ -1,5 +1,6 @@
-"""The walkthroughs in notebooks/ run top to bottom (small settings: a tiny random model, no
-download) on the current backend."""
+"""The walkthroughs in notebooks/ run top to bottom (small settings: tiny models, no
+download). Each kernel starts afresh, so the all-backends runner runs them once (in its
+torch run); a plain pytest run executes them on its own backend."""
 
 import os
 
@@ -14,6 +15,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NOTEBOOKS = ["inference.ipynb", "reconstruction.ipynb", "finetuning.ipynb"]
 
 
+@pytest.mark.backend_independent
 @pytest.mark.parametrize("name", NOTEBOOKS)
 def test_notebook_runs(name, tmp_path, monkeypatch):
     monkeypatch.setenv("VIDEOMAE_KERAS_NOTEBOOK_SMALL", "1")

@@ -128,3 +128,18 @@ def test_pretrainer_fits_and_learns():
     losses = history.history["loss"]
     assert np.all(np.isfinite(losses))
     assert losses[-1] < 0.5 * losses[0], losses[::10]
+
+
+def test_soft_targets_are_not_smoothed_twice():
+    from videomae_keras.data import mixed_targets
+    from videomae_keras.training.losses import SmoothedCrossentropy
+
+    logits = np.random.default_rng(0).standard_normal((4, 5)).astype(np.float32)
+    labels = np.array([0, 3, 1, 4])
+    loss = SmoothedCrossentropy(5, 0.1)
+    soft = mixed_targets(labels, 5, 1.0, 0.1)  # lam 1: the smoothed one-hot labels
+    from_ints = float(keras.ops.convert_to_numpy(loss(labels, logits)))
+    from_soft = float(keras.ops.convert_to_numpy(loss(soft, logits)))
+    log_probs = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
+    assert from_ints == pytest.approx(float(-(soft * log_probs).sum(-1).mean()), rel=1e-5)
+    assert from_soft == pytest.approx(from_ints, rel=1e-5)

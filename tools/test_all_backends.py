@@ -75,7 +75,8 @@ def main():
 
 
 def _command(pytest_args):
-    return [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *pytest_args]
+    return [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--durations=20",
+            *pytest_args]
 
 
 def _env(backend, reports, backends):

@@ -343,6 +343,9 @@ def _training_common(parser):
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--mixed-precision", action="store_true",
                         help="mixed_bfloat16 compute (float32 weights and head)")
+    parser.add_argument("--data-parallel", action="store_true",
+                        help="split each batch over the local devices (jax: all chips of a "
+                        "TPU VM or GPUs; tensorflow: MirroredStrategy)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
@@ -356,6 +359,7 @@ def run_pretrain(args):
         sampling_rate=args.sampling_rate, clip_grad=args.clip_grad, workers=args.workers,
         seed=args.seed, dtype="mixed_bfloat16" if args.mixed_precision else None,
         progress=not args.quiet, norm_pix_loss=not args.pixel_loss,
+        distributed=args.data_parallel,
     )
     print(f"wrote {os.path.join(args.out, 'pretrained.keras')} "
           f"({model.count_params() / 1e6:.2f}M parameters); log: "
@@ -374,6 +378,7 @@ def run_finetune(args):
         flip=not args.no_flip, scale=(args.min_scale, 1.0), sampling_rate=args.sampling_rate,
         clip_grad=args.clip_grad, workers=args.workers, seed=args.seed,
         dtype="mixed_bfloat16" if args.mixed_precision else None, progress=not args.quiet,
+        mixup=args.mixup, cutmix=args.cutmix, distributed=args.data_parallel,
     )
     accuracy = results.get("val_top1")
     print(f"wrote {os.path.join(args.out, 'finetuned.keras')}"
@@ -515,6 +520,10 @@ def build_parser():
     finetune.add_argument("--layer-decay", type=float, default=0.75)
     finetune.add_argument("--drop-path", type=float, default=0.1)
     finetune.add_argument("--label-smoothing", type=float, default=0.1)
+    finetune.add_argument("--mixup", type=float, default=0.8,
+                          help="mixup Beta alpha (official 0.8; 0 turns it off)")
+    finetune.add_argument("--cutmix", type=float, default=1.0,
+                          help="cutmix Beta alpha, same box in every frame (official 1.0; 0 off)")
     finetune.add_argument("--min-scale", type=float, default=0.08,
                           help="smallest random-resized-crop area (default 0.08)")
     finetune.add_argument("--no-flip", action="store_true",

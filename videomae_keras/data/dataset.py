@@ -1,6 +1,8 @@
 """Batches of clips for `fit()`: a `keras.utils.PyDataset`, so the same loader feeds JAX,
 TensorFlow and PyTorch, with worker threads or processes keeping the cores busy."""
 
+import copy
+
 import numpy as np
 
 import keras
@@ -14,9 +16,11 @@ from videomae_keras.video.sampling import get_sampler
 class VideoClipDataset(keras.utils.PyDataset):
     """Clips from `(path, label)` samples, one batch per index.
 
-    mode "pretrain": yields `((video, bool_masked_pos),)`, a fresh tube mask per sample from
+    mode "pretrain": yields `((video, bool_masked_pos),)` (masks as uint8 0/1), a fresh tube
+        mask per sample from
         `mask_generator` (e.g. `TubeMaskingGenerator`), multi-scale crop augmentation.
-    mode "train": yields `(video, label)` with a random clip, random resized crop and flip.
+    mode "train": yields `(video, label)` with a random clip, random resized crop and flip;
+        with `mixup` (a `VideoMixup`), `(mixed video, soft targets)` instead.
     mode "eval": yields `(video, label)` with the centre clip and centre crop.
 
     Every random draw comes from a generator seeded by (seed, epoch, index), so a run is
@@ -28,7 +32,7 @@ class VideoClipDataset(keras.utils.PyDataset):
     def __init__(self, samples, mode="train", num_frames=16, image_size=224, batch_size=8,
                  sampling="dense", sampling_rate=4, mask_generator=None, flip=True,
                  scale=(0.08, 1.0), shuffle=None, seed=0, skip_broken=False,
-                 drop_remainder=None, **kwargs):
+                 drop_remainder=None, mixup=None, **kwargs):
         super().__init__(**kwargs)
         if mode not in ("pretrain", "train", "eval"):
             raise ValueError(f"mode must be pretrain, train or eval; got {mode!r}.")
@@ -44,6 +48,7 @@ class VideoClipDataset(keras.utils.PyDataset):
         self.shuffle = mode != "eval" if shuffle is None else bool(shuffle)
         self.drop_remainder = mode != "eval" if drop_remainder is None else drop_remainder
         self.seed, self.skip_broken = int(seed), bool(skip_broken)
+        self.mixup = mixup if mode == "train" else None
         self.epoch = 0
         if len(self.samples) < (self.batch_size if self.drop_remainder else 1):
             raise ValueError(f"{len(self.samples)} samples cannot fill a batch of "
@@ -61,7 +66,11 @@ class VideoClipDataset(keras.utils.PyDataset):
         return -(-len(self.samples) // self.batch_size)
 
     def on_epoch_end(self):
-        self.epoch += 1
+        self.set_epoch(self.epoch + 1)
+
+    def set_epoch(self, epoch):
+        """Draws as in epoch `epoch` (a resumed run calls this to continue the same stream)."""
+        self.epoch = int(epoch)
         self._order = self._permutation()
 
     def __getitem__(self, index):
@@ -74,13 +83,19 @@ class VideoClipDataset(keras.utils.PyDataset):
             labels.append(label)
         videos = np.stack(videos)
         if self.mode == "pretrain":
-            masks = np.stack([self._mask(rng) for _ in rows])
+            # uint8 0/1 rather than bool: tf.distribute cannot reduce bool batches
+            masks = np.stack([self._mask(rng) for _ in rows]).astype(np.uint8)
             return ((videos, masks),)
-        return videos, np.asarray(labels, np.int32)
+        labels = np.asarray(labels, np.int32)
+        if self.mixup is not None:
+            videos, targets, _, _ = self.mixup(videos, labels, rng)
+            return videos, targets
+        return videos, labels
 
     def _mask(self, rng):
         generator = self.mask_generator
-        if hasattr(generator, "rng"):
+        if hasattr(generator, "rng"):  # a private copy: batches load in parallel threads
+            generator = copy.copy(generator)
             generator.rng = rng
         return np.asarray(generator(), bool).reshape(-1)
 

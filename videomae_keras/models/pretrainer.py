@@ -7,7 +7,11 @@ from videomae_keras.configs import DECODER_DEFAULTS, num_masked_tokens
 from videomae_keras.layers import InvalidSampleGuard, MaskedTokenIndex, VideoMAEDecoder
 from videomae_keras.layers.embedding import TORCH_DEFAULT_KERNEL_INIT
 from videomae_keras.models.base import VideoMAEModelBase, split_encoder_kwargs
-from videomae_keras.training.losses import pretraining_loss, pretraining_targets
+from videomae_keras.training.losses import (
+    pretraining_loss,
+    pretraining_targets,
+    scale_for_replicas,
+)
 
 
 @keras.saving.register_keras_serializable(package="videomae_keras")
@@ -130,11 +134,11 @@ class VideoMAEPretrainer(VideoMAEModelBase):
             video, bool_masked_pos, self.num_masked, config["tubelet_size"],
             config["patch_size"], self.norm_pix_loss,
         )
-        loss = pretraining_loss(y_pred, targets)
+        loss = scale_for_replicas(pretraining_loss(y_pred, targets))
         if y is not None and getattr(self, "_compile_loss", None) is not None:
             extra = self._compile_loss(y, y_pred, sample_weight)
             if extra is not None:
                 loss = loss + extra
         for extra in self.losses:
-            loss = loss + ops.cast(extra, "float32")
+            loss = loss + scale_for_replicas(ops.cast(extra, "float32"))
         return loss

@@ -54,10 +54,23 @@ def pretraining_loss(predictions, targets):
     return ops.mean(ops.square(ops.cast(predictions, "float32") - targets))
 
 
+def scale_for_replicas(loss):
+    """Divides a per-replica mean loss by the replica count under tf.distribute (what Keras
+    does for compiled losses), so gradients summed over replicas average instead."""
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        replicas = tf.distribute.get_strategy().num_replicas_in_sync
+        if replicas > 1:
+            loss = loss / float(replicas)
+    return loss
+
+
 @keras.saving.register_keras_serializable(package="videomae_keras")
 class SmoothedCrossentropy(keras.losses.Loss):
     """Cross-entropy on logits with label smoothing (official 0.1). Takes integer labels
-    (B,) or soft targets (B, num_classes), e.g. from mixup / cutmix."""
+    (B,), smoothed here, or soft targets (B, num_classes) from `VideoMixup`, used as given
+    (they carry their smoothing already)."""
 
     def __init__(self, num_classes, label_smoothing=0.1, name="smoothed_crossentropy",
                  **kwargs):
@@ -71,9 +84,9 @@ class SmoothedCrossentropy(keras.losses.Loss):
         else:
             target = ops.one_hot(ops.cast(ops.reshape(y_true, (-1,)), "int32"),
                                  self.num_classes)
-        if self.label_smoothing:
-            target = target * (1.0 - self.label_smoothing) + (
-                self.label_smoothing / self.num_classes)
+            if self.label_smoothing:
+                target = target * (1.0 - self.label_smoothing) + (
+                    self.label_smoothing / self.num_classes)
         log_probs = ops.log_softmax(ops.cast(y_pred, "float32"), axis=-1)
         return -ops.sum(target * log_probs, axis=-1)
 

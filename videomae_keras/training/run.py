@@ -12,6 +12,7 @@ Each run writes into its output folder:
 A non-finite loss stops the run with a message naming the epoch and batch.
 """
 
+import contextlib
 import json
 import math
 import os
@@ -21,8 +22,9 @@ import numpy as np
 import keras
 
 from videomae_keras.atomic import atomic_output
-from videomae_keras.data import VideoClipDataset, read_annotations
+from videomae_keras.data import VideoClipDataset, VideoMixup, read_annotations
 from videomae_keras.masking import TubeMaskingGenerator
+from videomae_keras.training.distribute import data_parallel
 from videomae_keras.training.losses import SmoothedCrossentropy
 from videomae_keras.training.optimizers import finetuning_optimizer, pretraining_optimizer
 
@@ -58,8 +60,20 @@ class StopOnNonFiniteLoss(keras.callbacks.Callback):
             )
 
 
-def _callbacks(out_dir, progress):
+class SyncDataEpoch(keras.callbacks.Callback):
+    """Keeps the data set's random stream on the epoch being trained (also after a resume)."""
+
+    def __init__(self, data):
+        super().__init__()
+        self.data = data
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.data.set_epoch(epoch)
+
+
+def _callbacks(out_dir, progress, data, extra=None):
     callbacks = [
+        SyncDataEpoch(data),
         StopOnNonFiniteLoss(),
         keras.callbacks.BackupAndRestore(os.path.join(out_dir, "backup")),
         keras.callbacks.CSVLogger(os.path.join(out_dir, "log.csv"), append=True),
@@ -70,7 +84,7 @@ def _callbacks(out_dir, progress):
         callbacks.append(keras.callbacks.TensorBoard(os.path.join(out_dir, "tensorboard")))
     except ImportError:
         pass
-    return callbacks
+    return callbacks + list(extra or [])
 
 
 def _jit():
@@ -95,37 +109,44 @@ def _write_json(path, data):
 def pretrain(train_list, out_dir, architecture=None, epochs=100, batch_size=16, base_lr=1.5e-4,
              warmup_epochs=None, mask_ratio=0.9, num_frames=16, image_size=224,
              sampling_rate=4, clip_grad=None, workers=2, seed=0, dtype=None, progress=True,
-             **model_kwargs):
+             distributed=False, callbacks=None, **model_kwargs):
     """Self-supervised pretraining on the videos of an annotation list (labels unused).
 
     `architecture`: a factory name ("S16PT", "B16PT", ...), "tiny" (see TINY), or None with
-    the model given by keyword arguments. Returns the trained VideoMAEPretrainer.
+    the model given by keyword arguments. `distributed=True` trains data-parallel on the
+    local devices (see `videomae_keras.training.distribute`). Returns the trained
+    VideoMAEPretrainer.
     """
     from videomae_keras.convert.loading import architecture_factory
     from videomae_keras.models import VideoMAEPretrainer
 
     keras.utils.set_random_seed(seed)
     os.makedirs(out_dir, exist_ok=True)
-    kwargs = dict(num_frames=num_frames, image_size=image_size, mask_ratio=mask_ratio,
-                  dtype=dtype, **model_kwargs)
-    if architecture == "tiny":
-        model = VideoMAEPretrainer(**TINY, **TINY_DECODER, **kwargs)
-    elif architecture:
-        model = architecture_factory(architecture)(**kwargs)
-    else:
-        model = VideoMAEPretrainer(**kwargs)
-    data = VideoClipDataset(
-        read_annotations(train_list), "pretrain", num_frames, image_size, batch_size,
-        sampling_rate=sampling_rate, seed=seed,
-        mask_generator=TubeMaskingGenerator(model.grid, mask_ratio),
-        workers=workers, use_multiprocessing=False,
-    )
-    steps = epochs * len(data)
-    warmup = None if warmup_epochs is None else warmup_epochs * len(data)
-    model.compile(optimizer=pretraining_optimizer(steps, batch_size, base_lr, warmup,
-                                                  clip_grad=clip_grad), jit_compile=_jit())
-    history = model.fit(data, epochs=epochs, callbacks=_callbacks(out_dir, progress),
-                        verbose=1 if progress else 0)
+    scope = data_parallel() if distributed else contextlib.nullcontext()
+    with scope:
+        kwargs = dict(num_frames=num_frames, image_size=image_size, mask_ratio=mask_ratio,
+                      dtype=dtype, **model_kwargs)
+        if architecture == "tiny":
+            model = VideoMAEPretrainer(**TINY, **TINY_DECODER, **kwargs)
+        elif architecture:
+            model = architecture_factory(architecture)(**kwargs)
+        else:
+            model = VideoMAEPretrainer(**kwargs)
+        data = VideoClipDataset(
+            read_annotations(train_list), "pretrain", num_frames, image_size, batch_size,
+            sampling_rate=sampling_rate, seed=seed,
+            mask_generator=TubeMaskingGenerator(model.grid, mask_ratio),
+            workers=workers, use_multiprocessing=False,
+        )
+        steps = epochs * len(data)
+        warmup = None if warmup_epochs is None else warmup_epochs * len(data)
+        model.compile(optimizer=pretraining_optimizer(steps, batch_size, base_lr, warmup,
+                                                      clip_grad=clip_grad), jit_compile=_jit())
+        # shuffle=False: the data set shuffles itself, seeded per epoch (Keras would reorder
+        # batches with Python's global random state, which a resumed run cannot reproduce)
+        history = model.fit(data, epochs=epochs, shuffle=False,
+                            callbacks=_callbacks(out_dir, progress, data, callbacks),
+                            verbose=1 if progress else 0)
     path = _save(model, os.path.join(out_dir, "pretrained.keras"))
     losses = history.history.get("loss", [])
     _write_json(os.path.join(out_dir, "run.json"), {
@@ -185,31 +206,42 @@ def evaluate(model, samples, num_frames, image_size, sampling_rate, batch_size=8
 def finetune(train_list, out_dir, pretrained, num_classes, val_list=None, epochs=50,
              batch_size=16, base_lr=1e-3, layer_decay=0.75, warmup_epochs=None,
              drop_path_rate=0.1, label_smoothing=0.1, flip=True, scale=(0.08, 1.0),
-             sampling_rate=4, clip_grad=None, workers=2, seed=0, dtype=None, progress=True):
+             sampling_rate=4, clip_grad=None, workers=2, seed=0, dtype=None, progress=True,
+             mixup=0.0, cutmix=0.0, distributed=False, callbacks=None):
     """Supervised fine-tuning of a pretrained encoder on an annotation list.
 
     Returns (classifier, {"val_top1": ...}). The clip size comes from the pretrained model.
+    `mixup` / `cutmix` are the Beta alphas of `VideoMixup` (official 0.8 / 1.0; 0 = off).
     """
     keras.utils.set_random_seed(seed)
     os.makedirs(out_dir, exist_ok=True)
-    model, transferred = classifier_from_pretrained(pretrained, num_classes, drop_path_rate,
-                                                    dtype=dtype)
-    frames, height = model.inputs[0].shape[1], model.inputs[0].shape[2]
-    samples = read_annotations(train_list)
-    bad = sorted({label for _, label in samples if not 0 <= label < num_classes})
-    if bad:
-        raise ValueError(f"{train_list}: labels {bad[:5]} lie outside 0..{num_classes - 1}.")
-    data = VideoClipDataset(samples, "train", frames, height, batch_size,
-                            sampling_rate=sampling_rate, flip=flip, scale=scale, seed=seed,
-                            workers=workers, use_multiprocessing=False)
-    steps = epochs * len(data)
-    warmup = None if warmup_epochs is None else warmup_epochs * len(data)
-    optimizer = finetuning_optimizer(model, steps, batch_size, base_lr, layer_decay, warmup,
-                                     clip_grad=clip_grad)
-    model.compile(optimizer=optimizer, loss=SmoothedCrossentropy(num_classes, label_smoothing),
-                  metrics=["sparse_categorical_accuracy"], jit_compile=_jit())
-    history = model.fit(data, epochs=epochs, callbacks=_callbacks(out_dir, progress),
-                        verbose=1 if progress else 0)
+    scope = data_parallel() if distributed else contextlib.nullcontext()
+    with scope:
+        model, transferred = classifier_from_pretrained(pretrained, num_classes, drop_path_rate,
+                                                        dtype=dtype)
+        frames, height = model.inputs[0].shape[1], model.inputs[0].shape[2]
+        samples = read_annotations(train_list)
+        bad = sorted({label for _, label in samples if not 0 <= label < num_classes})
+        if bad:
+            raise ValueError(f"{train_list}: labels {bad[:5]} lie outside 0..{num_classes - 1}.")
+        mixer = None
+        if mixup > 0 or cutmix > 0:
+            mixer = VideoMixup(num_classes, mixup, cutmix, label_smoothing=label_smoothing)
+        data = VideoClipDataset(samples, "train", frames, height, batch_size,
+                                sampling_rate=sampling_rate, flip=flip, scale=scale, seed=seed,
+                                workers=workers, use_multiprocessing=False, mixup=mixer)
+        steps = epochs * len(data)
+        warmup = None if warmup_epochs is None else warmup_epochs * len(data)
+        optimizer = finetuning_optimizer(model, steps, batch_size, base_lr, layer_decay, warmup,
+                                         clip_grad=clip_grad)
+        model.compile(optimizer=optimizer, loss=SmoothedCrossentropy(num_classes, label_smoothing),
+                      metrics=None if mixer else ["sparse_categorical_accuracy"],
+                      jit_compile=_jit())
+        # shuffle=False: the data set shuffles itself, seeded per epoch (Keras would reorder
+        # batches with Python's global random state, which a resumed run cannot reproduce)
+        history = model.fit(data, epochs=epochs, shuffle=False,
+                            callbacks=_callbacks(out_dir, progress, data, callbacks),
+                            verbose=1 if progress else 0)
     results = {"train_loss": history.history.get("loss", [None])[-1],
                "encoder_tensors_transferred": transferred}
     if val_list:
@@ -220,7 +252,8 @@ def finetune(train_list, out_dir, pretrained, num_classes, val_list=None, epochs
         "command": "finetune", "train_list": train_list, "val_list": val_list,
         "pretrained": str(pretrained), "num_classes": num_classes, "epochs": epochs,
         "batch_size": batch_size, "base_lr": base_lr, "layer_decay": layer_decay,
-        "label_smoothing": label_smoothing, "flip": flip, "seed": seed, "model": path,
+        "label_smoothing": label_smoothing, "mixup": mixup, "cutmix": cutmix, "flip": flip,
+        "seed": seed, "model": path,
         **results,
     })
     return model, results
