@@ -140,7 +140,20 @@ def add_weights_arguments(parser, default):
                         help="classes of a .weights.h5 classifier (default 400)")
     parser.add_argument("--decoder", default="auto", choices=["auto", "decord", "pyav", "opencv"],
                         help="video decoder (auto: decord, then PyAV, then OpenCV)")
-    parser.add_argument("--quiet", action="store_true", help="no progress output")
+    add_flags(parser, "quiet")
+
+
+_FLAGS = {
+    "overwrite": "replace existing output files",
+    "json": "print the result as JSON",
+    "quiet": "no progress output",
+}
+
+
+def add_flags(parser, *names):
+    """The store-true options several commands share (--overwrite, --json, --quiet)."""
+    for name in names:
+        parser.add_argument(f"--{name}", action="store_true", help=_FLAGS[name])
 
 
 def add_view_arguments(parser, views_help):
@@ -179,11 +192,23 @@ def _check_videos(paths):
         _check_file(path)
 
 
+def _each_video(command, videos, stages, describe, function):
+    """Yields (path, result) with `function(path)` run as one stage per video, one at a time.
+    A video that cannot be read prints one error line and yields its VideoError instead."""
+    from videomae_keras.video.io import VideoError
+
+    for path in videos:
+        try:
+            yield path, stages.run(f"{describe} {path}", function, path)
+        except VideoError as e:
+            print(f"videomae-keras {command}: error: {e}", file=sys.stderr)
+            yield path, e
+
+
 def run_predict(args):
     from videomae_keras import registry
     from videomae_keras.inference import predict_video
     from videomae_keras.progress import Stages
-    from videomae_keras.video.io import VideoError
 
     _check_videos(args.videos)
     stages = Stages(1 + len(args.videos), enabled=not args.quiet)
@@ -195,19 +220,19 @@ def run_predict(args):
             labels = label_map
         except KeyError:
             labels = False  # a label space we do not ship (e.g. Kinetics-710): indices
+    outcomes = _each_video(
+        "predict", args.videos, stages, "predicting",
+        lambda path: predict_video(
+            model, path, views=args.views, top_k=args.top_k, labels=labels,
+            sampling=args.sampling, sampling_rate=args.sampling_rate,
+            batch_size=args.batch_size, backend=args.decoder, progress=stages,
+        ),
+    )
     results, failures = [], 0
-    for path in args.videos:
-        try:
-            prediction = stages.run(
-                f"predicting {path}", predict_video, model, path, views=args.views,
-                top_k=args.top_k, labels=labels, sampling=args.sampling,
-                sampling_rate=args.sampling_rate, batch_size=args.batch_size,
-                backend=args.decoder, progress=stages,
-            )
-        except VideoError as e:
+    for path, prediction in outcomes:
+        if isinstance(prediction, Exception):
             failures += 1
-            print(f"videomae-keras predict: error: {e}", file=sys.stderr)
-            results.append({"video": path, "error": str(e)})
+            results.append({"video": path, "error": str(prediction)})
             continue
         results.append(prediction.to_dict())
         if not args.json:
@@ -230,7 +255,6 @@ def run_features(args):
     from videomae_keras.atomic import atomic_output, check_writable
     from videomae_keras.inference import extract_features
     from videomae_keras.progress import Stages
-    from videomae_keras.video.io import VideoError
 
     _check_videos(args.videos)
     many = len(args.videos) > 1
@@ -241,18 +265,18 @@ def run_features(args):
         check_writable(target, args.overwrite)
     stages = Stages(1 + len(args.videos), enabled=not args.quiet)
     model, _ = _load_weights(args, stages)
-    failures, summary = 0, []
-    for path, target in zip(args.videos, targets):
-        try:
-            features = stages.run(
-                f"features of {path}", extract_features, model, path,
-                views=args.views or (1, 1), tokens=not args.no_tokens,
-                sampling=args.sampling or "dense", sampling_rate=args.sampling_rate,
-                batch_size=args.batch_size, backend=args.decoder, progress=stages,
-            )
-        except VideoError as e:
+    outcomes = _each_video(
+        "features", args.videos, stages, "features of",
+        lambda path: extract_features(
+            model, path, views=args.views or (1, 1), tokens=not args.no_tokens,
+            sampling=args.sampling or "dense", sampling_rate=args.sampling_rate,
+            batch_size=args.batch_size, backend=args.decoder, progress=stages,
+        ),
+    )
+    summary, failures = [], 0
+    for (path, features), target in zip(outcomes, targets):
+        if isinstance(features, Exception):
             failures += 1
-            print(f"videomae-keras features: error: {e}", file=sys.stderr)
             continue
         arrays = {"pooled": features.pooled, "embedding": features.embedding,
                   "frame_indices": features.frame_indices,
@@ -346,7 +370,7 @@ def _training_common(parser):
     parser.add_argument("--data-parallel", action="store_true",
                         help="split each batch over the local devices (jax: all chips of a "
                         "TPU VM or GPUs; tensorflow: MirroredStrategy)")
-    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_flags(parser, "quiet")
 
 
 def run_pretrain(args):
@@ -428,7 +452,7 @@ def build_parser():
     predict.add_argument("--top-k", type=int, default=5, help="classes to show (default 5)")
     predict.add_argument("--labels", help="class names: a text file (one per line) or a "
                          "shipped map (kinetics400, ssv2, ucf101); default by head size")
-    predict.add_argument("--json", action="store_true", help="print the predictions as JSON")
+    add_flags(predict, "json")
     predict.set_defaults(run=run_predict)
 
     features = commands.add_parser(
@@ -443,8 +467,7 @@ def build_parser():
     add_weights_arguments(features, DEFAULT_CLASSIFIER)
     add_view_arguments(features, "clips x crops (default 1x1: centre clip, centre crop)")
     features.add_argument("--no-tokens", action="store_true", help="save pooled features only")
-    features.add_argument("--overwrite", action="store_true", help="replace existing files")
-    features.add_argument("--json", action="store_true", help="print a JSON summary")
+    add_flags(features, "overwrite", "json")
     features.set_defaults(run=run_features)
 
     reconstruct = commands.add_parser(
@@ -465,8 +488,7 @@ def build_parser():
                              help="frame stride of the clip (default 4)")
     reconstruct.add_argument("--fps", type=float, default=4.0, help="GIF frames per second")
     reconstruct.add_argument("--no-gif", action="store_true", help="write the PNG only")
-    reconstruct.add_argument("--overwrite", action="store_true", help="replace existing files")
-    reconstruct.add_argument("--json", action="store_true", help="print a JSON summary")
+    add_flags(reconstruct, "overwrite", "json")
     reconstruct.set_defaults(run=run_reconstruct)
 
     demo = commands.add_parser(
@@ -479,8 +501,7 @@ def build_parser():
     )
     demo.add_argument("--out", default="videomae-demo",
                       help="folder for the pictures (default: ./videomae-demo)")
-    demo.add_argument("--overwrite", action="store_true", help="replace existing pictures")
-    demo.add_argument("--quiet", action="store_true", help="no progress output")
+    add_flags(demo, "overwrite", "quiet")
     demo.set_defaults(run=run_demo)
 
     pretrain = commands.add_parser(
@@ -544,7 +565,7 @@ def build_parser():
     synthetic.add_argument("--height", type=int, default=48)
     synthetic.add_argument("--width", type=int, default=64)
     synthetic.add_argument("--seed", type=int, default=0)
-    synthetic.add_argument("--quiet", action="store_true")
+    add_flags(synthetic, "quiet")
     synthetic.set_defaults(run=run_make_synthetic)
     return parser
 

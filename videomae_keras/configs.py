@@ -46,6 +46,13 @@ EPSILON_CONVENTIONS = {"official": OFFICIAL_EPSILONS, "transformers": TRANSFORME
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
+# A small architecture that trains on a laptop CPU in minutes: the shipped demo models
+# (`videomae-keras demo`, `pretrain --arch tiny`), 16 frames at 32x32.
+TINY_ENCODER = dict(patch_size=8, tubelet_size=2, hidden_dim=96, depth=4, num_heads=4,
+                    mlp_dim=192, layer_norm_epsilon=1e-6)
+TINY_DECODER = dict(decoder_hidden_dim=64, decoder_depth=2, decoder_num_heads=4,
+                    decoder_mlp_dim=128)
+
 
 def grid_size(num_frames, image_size, patch_size, tubelet_size):
     """Token grid (T', H', W') for a clip; raises a clear error when sizes do not divide."""

@@ -9,6 +9,7 @@ the token features of the same views.
 
 import dataclasses
 import os
+import weakref
 
 import numpy as np
 
@@ -17,7 +18,7 @@ import keras
 from videomae_keras import registry
 from videomae_keras.configs import IMAGENET_MEAN, IMAGENET_STD
 from videomae_keras.progress import Stages
-from videomae_keras.video.io import VideoError, VideoReader, to_rgb
+from videomae_keras.video.io import VideoReader, to_rgb
 from videomae_keras.video.preprocess import crop_and_normalize, resize_short_side
 from videomae_keras.video.sampling import get_sampler
 
@@ -35,7 +36,8 @@ class ClipViews:
 
 
 def model_clip_shape(model):
-    """(frames, height, width) a VideoMAE model takes."""
+    """(frames, height, width) a VideoMAE model takes (height, width go to `load_views` as
+    the image size)."""
     shape = model.inputs[0].shape
     if len(shape) != 5 or None in shape[1:4]:
         raise ValueError(f"Expected a video model with a (B, T, H, W, 3) input; got {shape}.")
@@ -82,27 +84,22 @@ def load_views(
     """
     sampler = get_sampler(sampling, num_frames, sampling_rate)
     clips, crops = parse_views(views) or sampler.default_views()
+    def plan(length):
+        return np.unique(sampler.test(length, clips))
+
     if isinstance(video, (str, os.PathLike)):
         source = os.fspath(video)
         with VideoReader(source, backend) as reader:
-            for _ in range(3):
-                indices = sampler.test(len(reader), clips)
-                unique = np.unique(indices)
-                try:
-                    frames = reader.read(unique)
-                    break
-                except IndexError:  # the header over-counted; len(reader) is now exact
-                    continue
-            else:
-                raise VideoError(f"{source}: the frame count keeps changing while reading.")
+            # a header that over-counts is corrected while reading, and the clips re-planned
+            frames = reader.read_clip(plan(len(reader)), replan=plan)
             length = len(reader)
     else:
         source = "<frames>"
         all_frames = to_rgb(video)
         length = len(all_frames)
-        indices = sampler.test(length, clips)
-        unique = np.unique(indices)
-        frames = all_frames[unique]
+        frames = all_frames[plan(length)]
+    indices = sampler.test(length, clips)
+    unique = np.unique(indices)
     resized = resize_short_side(frames, image_size, interpolation)
     position = np.searchsorted(unique, indices)
     data = np.concatenate(
@@ -258,10 +255,8 @@ def predict_video(
     sampling = sampling or default_sampling(num_classes, label_map)
     frames, height, width = model_clip_shape(model)
     stages = _stages(progress)
-    clip_views = load_views(
-        video, frames, (height, width) if height != width else height, views, sampling,
-        sampling_rate, interpolation, backend,
-    )
+    clip_views = load_views(video, frames, (height, width), views, sampling, sampling_rate,
+                            interpolation, backend)
     logits = run_batched(model, clip_views.data, batch_size, stages, "classifying")
     view_probabilities = _softmax(logits)
     probabilities = view_probabilities.mean(axis=0)
@@ -305,8 +300,12 @@ class VideoFeatures:
         return self.pooled.mean(axis=0)
 
 
+_FEATURE_MODELS = weakref.WeakKeyDictionary()
+
+
 def feature_model(model):
-    """A Keras model video -> {"pooled", "tokens"} sharing `model`'s weights.
+    """A Keras model video -> {"pooled", "tokens"} sharing `model`'s weights (built once per
+    model, then reused).
 
     Tokens are the encoder outputs for all N tokens (after the final norm where the model has
     one). Pooled is what a classifier's head sees (fc_norm of the token mean, or the first
@@ -315,6 +314,8 @@ def feature_model(model):
     from videomae_keras.layers import TokenPooling
     from videomae_keras.models import VideoMAEClassifier
 
+    if model in _FEATURE_MODELS:
+        return _FEATURE_MODELS[model]
     encoder = getattr(model, "encoder", None)
     if encoder is None:
         raise ValueError(f"{model.name} is not a VideoMAE model (it has no encoder).")
@@ -326,7 +327,10 @@ def feature_model(model):
             pooled = model.get_layer("fc_norm")(pooled)
     else:
         pooled = TokenPooling("mean", name="pool")(tokens)
-    return keras.Model(video, {"pooled": pooled, "tokens": tokens}, name=f"{model.name}_features")
+    extractor = keras.Model(video, {"pooled": pooled, "tokens": tokens},
+                            name=f"{model.name}_features")
+    _FEATURE_MODELS[model] = extractor
+    return extractor
 
 
 def extract_features(
@@ -348,10 +352,8 @@ def extract_features(
     unless `tokens=False`, and `embedding`, the pooled feature averaged over views.
     """
     frames, height, width = model_clip_shape(model)
-    clip_views = load_views(
-        video, frames, (height, width) if height != width else height, views, sampling,
-        sampling_rate, interpolation, backend,
-    )
+    clip_views = load_views(video, frames, (height, width), views, sampling, sampling_rate,
+                            interpolation, backend)
     extractor = feature_model(model)
     outputs = run_batched(extractor, clip_views.data, batch_size, _stages(progress), "features")
     return VideoFeatures(

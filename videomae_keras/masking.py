@@ -41,6 +41,23 @@ def _make_rng(seed):
     return np.random.default_rng(seed)
 
 
+def mask_with_count(input_size, num_masked, rng):
+    """A flat bool mask with exactly `num_masked` True entries for a model whose masked count
+    is fixed: one random spatial pattern tiled over time (tube) when the count divides by the
+    temporal size, random over all tokens otherwise. `rng` is a numpy Generator."""
+    frames, height, width = _grid(input_size)
+    total = frames * height * width
+    mask = np.zeros(total, bool)
+    per_frame, remainder = divmod(int(num_masked), frames)
+    if remainder == 0:
+        spatial = np.zeros(height * width, bool)
+        spatial[rng.permutation(height * width)[:per_frame]] = True
+        mask[:] = np.tile(spatial, frames)
+    else:
+        mask[rng.permutation(total)[: int(num_masked)]] = True
+    return mask
+
+
 class TubeMaskingGenerator:
     """Tube masking: one random spatial mask of int(ratio * H'W') patches, repeated in every
     temporal slice, so a masked patch stays hidden for the whole clip.

@@ -10,27 +10,30 @@ import numpy as np
 from videomae_keras.configs import as_pair
 
 
-def patchify(video, tubelet_size=2, patch_size=16):
-    """(B, T, H, W, C) -> (B, N, tubelet * ph * pw, C) numpy."""
-    video = np.asarray(video)
-    batch, frames, height, width, channels = video.shape
+def patchify(video, tubelet_size=2, patch_size=16, ops=np):
+    """(B, T, H, W, C) -> (B, N, tubelet * ph * pw, C). `ops` is numpy (default) or
+    `keras.ops`, for the same layout inside a compiled training step."""
+    if ops is np:
+        video = np.asarray(video)
+    _, frames, height, width, channels = video.shape
     ph, pw = as_pair(patch_size)
     t, h, w = frames // tubelet_size, height // ph, width // pw
-    x = video.reshape(batch, t, tubelet_size, h, ph, w, pw, channels)
-    x = x.transpose(0, 1, 3, 5, 2, 4, 6, 7)
-    return x.reshape(batch, t * h * w, tubelet_size * ph * pw, channels)
+    x = ops.reshape(video, (-1, t, tubelet_size, h, ph, w, pw, channels))
+    x = ops.transpose(x, (0, 1, 3, 5, 2, 4, 6, 7))
+    return ops.reshape(x, (-1, t * h * w, tubelet_size * ph * pw, channels))
 
 
-def unpatchify(patches, video_shape, tubelet_size=2, patch_size=16):
+def unpatchify(patches, video_shape, tubelet_size=2, patch_size=16, ops=np):
     """(B, N, tubelet * ph * pw, C) -> (B, T, H, W, C); `video_shape` = (T, H, W)."""
-    patches = np.asarray(patches)
+    if ops is np:
+        patches = np.asarray(patches)
     frames, height, width = video_shape
     ph, pw = as_pair(patch_size)
-    batch, channels = patches.shape[0], patches.shape[-1]
+    channels = patches.shape[-1]
     t, h, w = frames // tubelet_size, height // ph, width // pw
-    x = patches.reshape(batch, t, h, w, tubelet_size, ph, pw, channels)
-    x = x.transpose(0, 1, 4, 2, 5, 3, 6, 7)
-    return x.reshape(batch, frames, height, width, channels)
+    x = ops.reshape(patches, (-1, t, h, w, tubelet_size, ph, pw, channels))
+    x = ops.transpose(x, (0, 1, 4, 2, 5, 3, 6, 7))
+    return ops.reshape(x, (-1, frames, height, width, channels))
 
 
 def patch_statistics(patches, epsilon=1e-6):

@@ -18,7 +18,9 @@ import keras
 from videomae_keras import export, flops, hub, registry
 from videomae_keras.atomic import atomic_output, check_writable
 from videomae_keras.convert.loading import build_model, load_pytorch_weights, plan_model
+from videomae_keras.masking import mask_with_count
 from videomae_keras.progress import Stages
+from videomae_keras.video.preprocess import normalize
 
 FORMATS = {
     "keras": ".keras",
@@ -102,25 +104,15 @@ def fixed_inputs(model, batch=1, seed=0):
     video = rng.standard_normal((batch, *model.video_shape)).astype("float32")
     inputs = {"video": video}
     if export.takes_mask(model):
-        frames, height, width = model.grid
-        per_frame, remainder = divmod(model.num_masked, frames)
-        masks = np.zeros((batch, model.num_tokens), bool)
-        for row in masks:
-            if remainder == 0:
-                spatial = np.zeros(height * width, bool)
-                spatial[rng.permutation(height * width)[:per_frame]] = True
-                row[:] = np.tile(spatial, frames)
-            else:
-                row[rng.permutation(model.num_tokens)[: model.num_masked]] = True
+        masks = np.stack([mask_with_count(model.grid, model.num_masked, rng)
+                          for _ in range(batch)])
         inputs["bool_masked_pos"] = masks
     return inputs
 
 
 def normalise_uint8(frames):
     """uint8 frames -> model input, in float32 as the SavedModel's serving_uint8 does it."""
-    mean = np.asarray(export.IMAGENET_MEAN, np.float32)
-    std = np.asarray(export.IMAGENET_STD, np.float32)
-    return (frames.astype(np.float32) / np.float32(255.0) - mean) / std
+    return normalize(frames, export.IMAGENET_MEAN, export.IMAGENET_STD)
 
 
 def keras_outputs(model, inputs):

@@ -15,6 +15,7 @@ import numpy as np
 
 from videomae_keras.atomic import atomic_output
 from videomae_keras.inference import load_views, model_clip_shape
+from videomae_keras.masking import mask_with_count
 from videomae_keras.patches import patch_statistics, patchify, unpatchify
 from videomae_keras.video.preprocess import unnormalize
 
@@ -40,15 +41,7 @@ def mask_for_model(model, seed=0, mask_ratio=None):
                 "Rebuild the model with that mask_ratio (videomae-keras reconstruct "
                 "--mask-ratio does)."
             )
-    rng = np.random.default_rng(seed)
-    mask = np.zeros(model.num_tokens, bool)
-    if count % frames == 0:
-        spatial = np.zeros(height * width, bool)
-        spatial[rng.permutation(height * width)[: count // frames]] = True
-        mask[:] = np.tile(spatial, frames)
-    else:
-        mask[rng.permutation(model.num_tokens)[:count]] = True
-    return mask
+    return mask_with_count(model.grid, count, np.random.default_rng(seed))
 
 
 @dataclasses.dataclass
@@ -138,8 +131,8 @@ def reconstruct_video(
             f"{type(model).__name__}."
         )
     frames, height, width = model_clip_shape(model)
-    views = load_views(video, frames, (height, width) if height != width else height, (1, 1),
-                       "dense", sampling_rate, interpolation, backend)
+    views = load_views(video, frames, (height, width), (1, 1), "dense", sampling_rate,
+                       interpolation, backend)
     if mask is None:
         mask = mask_for_model(model, seed)
     mask = np.asarray(mask, bool).reshape(-1)

@@ -113,10 +113,11 @@ class VideoClipDataset(keras.utils.PyDataset):
     def _clip(self, path, rng):
         with VideoReader(path) as reader:
             if self.mode == "eval":
-                indices = self.sampler.test(len(reader), 1)[0]
+                frames = reader.read_clip(self.sampler.test(len(reader), 1)[0],
+                                          replan=lambda n: self.sampler.test(n, 1)[0])
             else:
-                indices = self.sampler.train(len(reader), rng)
-            frames = reader.read_clip(indices)
+                frames = reader.read_clip(self.sampler.train(len(reader), rng),
+                                          replan=lambda n: self.sampler.train(n, rng))
         if self.mode == "eval":
             resized = resize_short_side(frames, self.image_size)
             return crop_and_normalize(resized, self.image_size, 1)[0]

@@ -12,6 +12,7 @@ import keras
 from keras import ops
 
 from videomae_keras.configs import IMAGENET_MEAN, IMAGENET_STD
+from videomae_keras.patches import patchify
 
 
 def masked_index(bool_masked_pos, num_masked):
@@ -19,15 +20,6 @@ def masked_index(bool_masked_pos, num_masked):
     num_tokens = bool_masked_pos.shape[-1]
     key = ops.cast(bool_masked_pos, "int32") * num_tokens + ops.arange(num_tokens, dtype="int32")
     return ops.argsort(key, axis=-1)[:, num_tokens - num_masked:]
-
-
-def patchify(video, tubelet_size, patch_size):
-    """(B, T, H, W, C) -> (B, N, tubelet * p * p, C) in keras.ops."""
-    _, frames, height, width, channels = video.shape
-    t, h, w = frames // tubelet_size, height // patch_size, width // patch_size
-    x = ops.reshape(video, (-1, t, tubelet_size, h, patch_size, w, patch_size, channels))
-    x = ops.transpose(x, (0, 1, 3, 5, 2, 4, 6, 7))
-    return ops.reshape(x, (-1, t * h * w, tubelet_size * patch_size * patch_size, channels))
 
 
 def pretraining_targets(video, bool_masked_pos, num_masked, tubelet_size=2, patch_size=16,
@@ -38,7 +30,7 @@ def pretraining_targets(video, bool_masked_pos, num_masked, tubelet_size=2, patc
     if channels == len(mean):
         video = video * ops.convert_to_tensor(std, "float32") + ops.convert_to_tensor(
             mean, "float32")
-    patches = patchify(video, tubelet_size, patch_size)
+    patches = patchify(video, tubelet_size, patch_size, ops=ops)
     if norm_pix_loss:
         pixels = patches.shape[-2]
         centred = patches - ops.mean(patches, axis=-2, keepdims=True)

@@ -22,18 +22,12 @@ import numpy as np
 import keras
 
 from videomae_keras.atomic import atomic_output
+from videomae_keras.configs import TINY_DECODER, TINY_ENCODER
 from videomae_keras.data import VideoClipDataset, VideoMixup, read_annotations
 from videomae_keras.masking import TubeMaskingGenerator
 from videomae_keras.training.distribute import data_parallel
 from videomae_keras.training.losses import SmoothedCrossentropy
 from videomae_keras.training.optimizers import finetuning_optimizer, pretraining_optimizer
-
-# A small architecture that trains on a laptop CPU in minutes (used by the demo).
-TINY = dict(patch_size=8, tubelet_size=2, hidden_dim=96, depth=4, num_heads=4, mlp_dim=192,
-            layer_norm_epsilon=1e-6)
-TINY_DECODER = dict(decoder_hidden_dim=64, decoder_depth=2, decoder_num_heads=4,
-                    decoder_mlp_dim=128)
-
 
 class NonFiniteLoss(RuntimeError):
     """The loss became NaN or infinite."""
@@ -112,7 +106,8 @@ def pretrain(train_list, out_dir, architecture=None, epochs=100, batch_size=16, 
              distributed=False, callbacks=None, **model_kwargs):
     """Self-supervised pretraining on the videos of an annotation list (labels unused).
 
-    `architecture`: a factory name ("S16PT", "B16PT", ...), "tiny" (see TINY), or None with
+    `architecture`: a factory name ("S16PT", "B16PT", ...), "tiny" (configs.TINY_ENCODER
+    and TINY_DECODER), or None with
     the model given by keyword arguments. `distributed=True` trains data-parallel on the
     local devices (see `videomae_keras.training.distribute`). Returns the trained
     VideoMAEPretrainer.
@@ -127,7 +122,7 @@ def pretrain(train_list, out_dir, architecture=None, epochs=100, batch_size=16, 
         kwargs = dict(num_frames=num_frames, image_size=image_size, mask_ratio=mask_ratio,
                       dtype=dtype, **model_kwargs)
         if architecture == "tiny":
-            model = VideoMAEPretrainer(**TINY, **TINY_DECODER, **kwargs)
+            model = VideoMAEPretrainer(**TINY_ENCODER, **TINY_DECODER, **kwargs)
         elif architecture:
             model = architecture_factory(architecture)(**kwargs)
         else:

@@ -87,24 +87,33 @@ class VideoReader:
                 f"(pip install {'av' if backend == 'pyav' else backend})."
             )
         self._remaining = list(names)
+        self._auto = backend == "auto"
         errors = []
+        if not self._open_next(errors):
+            detail = errors[-1] if errors else "no backend"
+            raise VideoError(f"{self.path}: cannot read this video ({detail}).")
+
+    def _open_next(self, errors=None):
+        """Opens the file with the next backend that can (and finds frames); True on success.
+        Reasons for failures are appended to `errors`."""
         while self._remaining:
             name = self._remaining.pop(0)
             try:
-                self._impl = _IMPLEMENTATIONS[name](self.path)
+                impl = _IMPLEMENTATIONS[name](self.path)
             except VideoError as e:
-                errors.append(str(e))
+                if errors is not None:
+                    errors.append(str(e))
                 continue
-            if self._impl.num_frames <= 0:
+            if impl.num_frames <= 0:
+                impl.close()
+                if errors is not None:
+                    errors.append("the video has no frames")
+                continue
+            if getattr(self, "_impl", None) is not None:
                 self._impl.close()
-                errors.append("the video has no frames")
-                continue
-            self.backend = name
-            break
-        else:
-            detail = errors[-1] if errors else "no backend"
-            raise VideoError(f"{self.path}: cannot read this video ({detail}).")
-        self._auto = backend == "auto"
+            self._impl, self.backend = impl, name
+            return True
+        return False
 
     def __len__(self):
         return self._impl.num_frames
@@ -161,29 +170,13 @@ class VideoReader:
             except VideoError:
                 raise
             except Exception as e:  # a decoder error: try the next backend, else name the file
-                if not (self._auto and self._next_backend()):
+                if not (self._auto and self._open_next()):
                     raise VideoError(f"{self.path}: decoding failed ({_clean(e)}).") from e
                 if indices.max() >= self.num_frames:
                     raise IndexError(
                         f"{self.path}: {self.backend} counts {self.num_frames} frames."
                     ) from None
         return to_rgb(frames)[inverse]
-
-    def _next_backend(self):
-        """Switches to the next backend that opens the file (auto mode, after a failure)."""
-        while self._remaining:
-            name = self._remaining.pop(0)
-            try:
-                impl = _IMPLEMENTATIONS[name](self.path)
-            except VideoError:
-                continue
-            if impl.num_frames <= 0:
-                impl.close()
-                continue
-            self._impl.close()
-            self._impl, self.backend = impl, name
-            return True
-        return False
 
     def read_all(self):
         """Every frame that decodes, (len, H, W, 3) uint8 RGB."""

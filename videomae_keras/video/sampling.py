@@ -36,15 +36,31 @@ def _pad(indices, length):
     return indices
 
 
-class DenseSampler:
+class _Sampler:
+    """What every sampler shares: the clip length and the default (clips, crops) views."""
+
+    name = ""
+    views = (1, 1)
+
+    def __init__(self, clip_len=16):
+        if clip_len < 1:
+            raise ValueError("clip_len must be at least 1.")
+        self.clip_len = int(clip_len)
+
+    def default_views(self):
+        return self.views
+
+
+class DenseSampler(_Sampler):
     """Consecutive frames at a fixed stride (official Kinetics / UCF / HMDB recipe)."""
 
     name = "dense"
+    views = (5, 3)
 
     def __init__(self, clip_len=16, sampling_rate=4):
-        if clip_len < 1 or sampling_rate < 1:
-            raise ValueError("clip_len and sampling_rate must be at least 1.")
-        self.clip_len = int(clip_len)
+        super().__init__(clip_len)
+        if sampling_rate < 1:
+            raise ValueError("sampling_rate must be at least 1.")
         self.sampling_rate = int(sampling_rate)
 
     def train(self, num_video_frames, rng=None):
@@ -74,19 +90,15 @@ class DenseSampler:
         starts = _even_offsets(spare, num_clips)
         return np.stack([strided[s : s + self.clip_len] for s in starts])
 
-    def default_views(self):
-        return (5, 3)
 
-
-class SegmentSampler:
+class SegmentSampler(_Sampler):
     """One frame per segment, TSN style (official Something-Something v2 recipe)."""
 
     name = "segment"
+    views = (2, 3)
 
     def __init__(self, num_segments=16):
-        if num_segments < 1:
-            raise ValueError("num_segments must be at least 1.")
-        self.clip_len = int(num_segments)
+        super().__init__(num_segments)
 
     def train(self, num_video_frames, rng=None):
         """A random frame from each of the equal segments."""
@@ -94,20 +106,16 @@ class SegmentSampler:
         rng = _generator(rng)
         segments = self.clip_len
         duration = length // segments
-        if duration > 0:
-            index = np.arange(segments) * duration + rng.integers(duration, size=segments)
-        elif length > segments:  # not reachable with integer lengths; kept for parity
-            index = np.sort(rng.integers(length, size=segments))
-        else:
-            index = np.zeros(segments)
-        return index.astype(np.int64)
+        if duration == 0:  # shorter than one frame per segment: the official loader's zeros
+            return np.zeros(segments, np.int64)
+        return (np.arange(segments) * duration + rng.integers(duration, size=segments)).astype(
+            np.int64)
 
     def test(self, num_video_frames, num_clips=2):
         """Clip k takes int(tick * x + k * tick / num_clips) for x < num_segments, with
         tick = L / num_segments: the official 2-clip interleaving for num_clips=2."""
         length = _check_length(num_video_frames)
-        if num_clips < 1:
-            raise ValueError("num_clips must be at least 1.")
+        _check_clips(num_clips)
         tick = length / float(self.clip_len)
         clips = [
             [int(tick * x + k * tick / num_clips) for x in range(self.clip_len)]
@@ -115,19 +123,11 @@ class SegmentSampler:
         ]
         return np.minimum(np.asarray(clips, dtype=np.int64), length - 1)
 
-    def default_views(self):
-        return (2, 3)
 
-
-class UniformSampler:
+class UniformSampler(_Sampler):
     """`clip_len` frames spread evenly from the first frame to the last."""
 
     name = "uniform"
-
-    def __init__(self, clip_len=16):
-        if clip_len < 1:
-            raise ValueError("clip_len must be at least 1.")
-        self.clip_len = int(clip_len)
 
     def train(self, num_video_frames, rng=None):
         """The evenly spread frames, shifted by a random offset within one step."""
@@ -141,6 +141,7 @@ class UniformSampler:
         """Clip k: evenly spread frames, offset by k / num_clips of a step (0 for one clip:
         the first and last frames are both taken)."""
         length = _check_length(num_video_frames)
+        _check_clips(num_clips)
         if num_clips == 1:
             index = np.round(np.linspace(0, length - 1, self.clip_len))
             return index.astype(np.int64)[None]
@@ -149,14 +150,15 @@ class UniformSampler:
                  for k in range(num_clips)]
         return np.clip(np.asarray(clips), 0, length - 1).astype(np.int64)
 
-    def default_views(self):
-        return (1, 1)
+
+def _check_clips(count):
+    if count < 1:
+        raise ValueError("The number of clips must be at least 1.")
 
 
 def _even_offsets(spare, count):
     """`count` start offsets spread evenly over [0, spare]; the middle one for count 1."""
-    if count < 1:
-        raise ValueError("The number of clips must be at least 1.")
+    _check_clips(count)
     if count == 1:
         return [int(max(spare, 0) / 2)]
     step = max(spare / (count - 1), 0.0)
