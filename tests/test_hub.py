@@ -262,3 +262,23 @@ def test_a_file_placed_by_hand_is_used(small_entries, tmp_path, monkeypatch):
         f.write(small_entries["official"])
     model = vk.from_pretrained("test-official")
     assert model.video_shape == (4, 32, 32, 3)
+
+
+def test_predict_command_takes_a_registered_name(server, small_entries, tmp_path, capsys):
+    """`videomae-keras predict --weights NAME`: downloaded, converted, cached, then used."""
+    import json
+
+    from videos import moving_frames, write_video
+
+    _serve_hf_folder(server, "test/hub", small_entries["hf"])
+    video = write_video(tmp_path / "clip.mkv", moving_frames(20, 40, 56), "FFV1")
+    code = cli.main(["predict", video, "--weights", "test/hub", "--views", "2x1", "--top-k", "3",
+                     "--json", "--quiet"])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    result = json.loads(out)
+    expected = vk.predict_video(vk.from_pretrained(small_entries["hf"]), video, views=(2, 1),
+                                top_k=3)
+    assert [t["index"] for t in result["top"]] == [t["index"] for t in expected.top]
+    assert all(t["label"] is None for t in result["top"])  # 7 classes: no shipped label map
+    assert os.path.exists(hub.converted_path("test/hub"))
