@@ -63,6 +63,27 @@ def test_predict_json_with_kinetics_labels(fixtures, capsys):
                                atol=1e-5)
 
 
+def test_predict_speed_options(fixtures, capsys):
+    """--jit on, --int8 and --mixed-precision run and agree with the plain float32 result
+    (int8 and bfloat16 approximately)."""
+    base = ["predict", fixtures["mp4"], "--weights", fixtures["classifier"], "--views", "1x1",
+            "--top-k", "400", "--json", "--quiet"]
+    code, out, err = run(capsys, *base, "--jit", "off")
+    assert code == 0, err
+    plain = {t["index"]: t["probability"] for t in json.loads(out)["top"]}
+    import keras
+
+    speed_flags = [["--int8"], ["--mixed-precision"]]
+    if keras.backend.backend() != "torch":  # torch.compile: tested in test_inference
+        speed_flags.append(["--jit", "on"])
+    for extra in speed_flags:
+        code, out, err = run(capsys, *base, *extra)
+        assert code == 0, (extra, err)
+        other = {t["index"]: t["probability"] for t in json.loads(out)["top"]}
+        tolerance = 1e-5 if extra[0] == "--jit" else 0.02
+        assert max(abs(plain[i] - other[i]) for i in plain) < tolerance, extra
+
+
 def test_predict_text_several_videos_and_keras_file(fixtures, capsys, tmp_path):
     model = from_pretrained(fixtures["classifier"])
     keras_file = tmp_path / "model.keras"

@@ -162,3 +162,27 @@ def test_parse_views():
     for bad in ("5", "0x3", "axb"):
         with pytest.raises(ValueError):
             parse_views(bad)
+
+
+@pytest.mark.parametrize("jit_compile", ["auto", True, False])
+def test_optimize_for_inference_keeps_predictions(lossless_video, jit_compile):
+    """Compiled calls give the eager outputs; int8 weights stay close (tiny random model)."""
+    from videomae_keras.inference import optimize_for_inference
+
+    path, _ = lossless_video
+    keras.utils.set_random_seed(3)
+    model = VideoMAEClassifier(num_classes=7, **SMALL)
+    video = np.random.default_rng(0).standard_normal((2, 4, 32, 32, 3)).astype("float32")
+    eager = keras.ops.convert_to_numpy(model(video, training=False))
+    assert optimize_for_inference(model, jit_compile=jit_compile) is model
+    np.testing.assert_allclose(model.predict_on_batch(video), eager, atol=1e-5)
+    probabilities = predict_video(model, path, views=(1, 1), labels=False).probabilities
+    if jit_compile is True and keras.backend.backend() == "torch":
+        return  # torch.compile once is enough here: a second compile costs minutes on CPU
+    optimize_for_inference(model, jit_compile=jit_compile, int8=True)
+    assert any("int8" in str(v.dtype) for v in model.weights)
+    quantized = np.asarray(model.predict_on_batch(video))
+    assert not np.array_equal(quantized, eager)
+    assert np.abs(quantized - eager).max() < 0.05 * np.abs(eager).max() + 1e-3
+    again = predict_video(model, path, views=(1, 1), labels=False).probabilities
+    assert np.abs(again - probabilities).max() < 0.02

@@ -17,6 +17,7 @@ from videomae_keras.training import (
     layer_decay_scales,
     pretraining_optimizer,
 )
+from videomae_keras.training.losses import SmoothedCrossentropy
 from videomae_keras.training.optimizers import default_no_decay
 
 
@@ -128,6 +129,48 @@ def test_pretrainer_fits_and_learns():
     losses = history.history["loss"]
     assert np.all(np.isfinite(losses))
     assert losses[-1] < 0.5 * losses[0], losses[::10]
+
+
+def test_mixed_bfloat16_training():
+    """dtype="mixed_bfloat16": float32 weights, bfloat16 compute, float32 loss close to the
+    float32 model's with the same weights; pretraining and fine-tuning steps stay finite."""
+    kwargs = dict(num_frames=4, image_size=32, patch_size=16, hidden_dim=32, depth=1,
+                  num_heads=2, mlp_dim=48, decoder_hidden_dim=32, decoder_depth=1,
+                  decoder_num_heads=2, decoder_mlp_dim=48, mask_ratio=0.5)
+    keras.utils.set_random_seed(0)
+    full = VideoMAEPretrainer(**kwargs)
+    mixed = VideoMAEPretrainer(dtype="mixed_bfloat16", **kwargs)
+    mixed.set_weights(full.get_weights())
+    assert all(v.dtype == "float32" for v in mixed.weights)
+    assert mixed.encoder.blocks[0].attn.qkv.compute_dtype == "bfloat16"
+    rng = np.random.default_rng(0)
+    video = rng.standard_normal((4, 4, 32, 32, 3)).astype(np.float32)
+    masks = np.zeros((4, full.num_tokens), bool)
+    masks[:, [0, 1, 4, 5]] = True  # half of each slice, the same tube for every clip
+    losses = {}
+    for name, model in (("float32", full), ("mixed", mixed)):
+        prediction = model([video, masks])
+        loss = model.compute_loss([video, masks], None, prediction)
+        assert keras.backend.standardize_dtype(loss.dtype) == "float32"
+        losses[name] = float(keras.ops.convert_to_numpy(loss))
+    assert abs(losses["mixed"] - losses["float32"]) < 0.02 * losses["float32"]
+    assert losses["mixed"] != losses["float32"]  # it did compute in bfloat16
+    mixed.compile(optimizer=VideoMAEAdamW(1e-3, weight_decay=0.05, beta_2=0.95),
+                  jit_compile=BACKEND in ("jax", "tensorflow"))
+    history = mixed.fit([video, masks], epochs=3, batch_size=2, verbose=0)
+    assert np.all(np.isfinite(history.history["loss"]))
+    assert all(v.dtype == "float32" for v in mixed.trainable_weights)
+
+    classifier = VideoMAEClassifier(num_classes=6, num_frames=4, image_size=32, patch_size=16,
+                                    hidden_dim=16, depth=2, num_heads=2, mlp_dim=24,
+                                    dtype="mixed_bfloat16")
+    classifier.compile(optimizer=VideoMAEAdamW(1e-3), loss=SmoothedCrossentropy(6, 0.1),
+                       jit_compile=BACKEND in ("jax", "tensorflow"))
+    labels = np.arange(4) % 6
+    history = classifier.fit(video, labels, epochs=2, batch_size=2, verbose=0)
+    assert np.all(np.isfinite(history.history["loss"]))
+    logits = classifier.predict_on_batch(video)
+    assert str(logits.dtype) == "float32"
 
 
 def test_soft_targets_are_not_smoothed_twice():

@@ -71,6 +71,28 @@ def test_finetune_transfers_the_encoder(pretrained_run, synthetic, tmp_path):
     assert summary["val_top1"] == results["val_top1"]
 
 
+def test_multi_view_evaluation_averages_softmax_over_views(pretrained_run, synthetic):
+    """evaluate(views=) is the official test: per video, the view-averaged softmax of
+    predict_video decides; checked against predict_video itself, video by video."""
+    from videomae_keras import predict_video
+    from videomae_keras.data import read_annotations
+    from videomae_keras.training.run import evaluate
+
+    out, _ = pretrained_run
+    classifier, _ = classifier_from_pretrained(str(out / "pretrained.keras"), 4)
+    keras.utils.set_random_seed(5)  # a head that is not near-uniform
+    head = classifier.get_layer("head")
+    head.kernel.assign(np.random.default_rng(5).normal(0, 1, head.kernel.shape))
+    samples = read_annotations(synthetic["train"]) + read_annotations(synthetic["val"])
+    expected = np.mean([
+        predict_video(classifier, path, views=(2, 3), top_k=1, labels=False,
+                      sampling_rate=2).top[0]["index"] == label for path, label in samples])
+    got = evaluate(classifier, samples, 8, 32, 2, batch_size=4, views="2x3")
+    assert got == expected
+    single = evaluate(classifier, samples, 8, 32, 2, batch_size=4)
+    assert 0.0 <= single <= 1.0
+
+
 def test_finetune_rejects_labels_outside_the_head(pretrained_run, synthetic, tmp_path):
     out, _ = pretrained_run
     with pytest.raises(ValueError, match="outside 0..1"):
@@ -91,16 +113,20 @@ def test_command_line_pretrain_and_finetune(synthetic, tmp_path, capsys):
     code = cli.main(["pretrain", synthetic["train"], "--arch", "tiny", "--out",
                      str(tmp_path / "pt"), "--epochs", "1", "--batch-size", "4", "--num-frames",
                      "8", "--image-size", "32", "--sampling-rate", "2", "--mask-ratio", "0.75",
-                     "--workers", "1", "--quiet"])
+                     "--decoder-mask-ratio", "0.5", "--workers", "1", "--quiet"])
     out = capsys.readouterr().out
     assert code == 0 and "pretrained.keras" in out
+    summary = json.loads((tmp_path / "pt" / "run.json").read_text())
+    assert summary["decoder_mask_ratio"] == 0.5 and math.isfinite(summary["final_loss"])
+    dual = keras.saving.load_model(tmp_path / "pt" / "pretrained.keras")
+    assert dual.decoder_mask_ratio == 0.5 and len(dual.inputs) == 3
     code = cli.main(["finetune", synthetic["train"], "--pretrained",
                      str(tmp_path / "pt" / "pretrained.keras"), "--num-classes", "4",
                      "--val-list", synthetic["val"], "--out", str(tmp_path / "ft"), "--epochs",
                      "1", "--batch-size", "4", "--sampling-rate", "2", "--no-flip",
-                     "--workers", "1", "--quiet"])
+                     "--test-views", "2x3", "--workers", "1", "--quiet"])
     out = capsys.readouterr().out
-    assert code == 0 and "validation top-1" in out
+    assert code == 0 and "validation top-1" in out and "(2x3 views)" in out
     assert os.path.exists(tmp_path / "ft" / "finetuned.keras")
 
 

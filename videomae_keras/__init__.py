@@ -64,7 +64,7 @@ from videomae_keras.models import (
     VideoMAEPretrainer,
 )
 from videomae_keras.convert import from_pretrained, load_pytorch_weights, read_checkpoint
-from videomae_keras.inference import extract_features, predict_video
+from videomae_keras.inference import extract_features, optimize_for_inference, predict_video
 from videomae_keras.reconstruction import reconstruct_video
 from videomae_keras.video import VideoError, VideoReader, preprocess, read_video
 

@@ -140,6 +140,15 @@ def add_weights_arguments(parser, default):
                         help="classes of a .weights.h5 classifier (default 400)")
     parser.add_argument("--decoder", default="auto", choices=["auto", "decord", "pyav", "opencv"],
                         help="video decoder (auto: decord, then PyAV, then OpenCV)")
+    parser.add_argument("--jit", choices=["auto", "on", "off"], default="auto",
+                        help="compiled model calls: XLA on jax/tensorflow, torch.compile on "
+                        "torch (auto: on except on torch, where compiling costs more than "
+                        "a few clips save)")
+    parser.add_argument("--int8", action="store_true",
+                        help="int8 weights (Keras quantize): faster on some backends, "
+                        "slightly different outputs (see bench/quantize.py)")
+    parser.add_argument("--mixed-precision", action="store_true",
+                        help="bfloat16 compute (for GPUs and TPUs; slower on most CPUs)")
     add_flags(parser, "quiet")
 
 
@@ -169,8 +178,11 @@ def add_view_arguments(parser, views_help):
 def _load_weights(args, stages, **overrides):
     from videomae_keras import registry
     from videomae_keras.convert import from_pretrained
+    from videomae_keras.inference import optimize_for_inference
 
     kwargs = dict(overrides)
+    if getattr(args, "mixed_precision", False):
+        kwargs["dtype"] = "mixed_bfloat16"
     if args.arch:
         kwargs["architecture"] = args.arch
         if args.num_classes is not None:
@@ -179,6 +191,8 @@ def _load_weights(args, stages, **overrides):
         raise _UsageError("--num-classes goes with --arch (for .weights.h5 files)")
     model = stages.run(f"loading {args.weights}", from_pretrained, args.weights,
                        progress=not args.quiet, **kwargs)
+    jit = {"auto": "auto", "on": True, "off": False}[getattr(args, "jit", "auto")]
+    optimize_for_inference(model, jit_compile=jit, int8=getattr(args, "int8", False))
     label_map = None
     if registry.is_registered(args.weights):
         label_map = registry.entry(args.weights).get("label_map")
@@ -383,7 +397,7 @@ def run_pretrain(args):
         sampling_rate=args.sampling_rate, clip_grad=args.clip_grad, workers=args.workers,
         seed=args.seed, dtype="mixed_bfloat16" if args.mixed_precision else None,
         progress=not args.quiet, norm_pix_loss=not args.pixel_loss,
-        distributed=args.data_parallel,
+        distributed=args.data_parallel, decoder_mask_ratio=args.decoder_mask_ratio,
     )
     print(f"wrote {os.path.join(args.out, 'pretrained.keras')} "
           f"({model.count_params() / 1e6:.2f}M parameters); log: "
@@ -403,10 +417,14 @@ def run_finetune(args):
         clip_grad=args.clip_grad, workers=args.workers, seed=args.seed,
         dtype="mixed_bfloat16" if args.mixed_precision else None, progress=not args.quiet,
         mixup=args.mixup, cutmix=args.cutmix, distributed=args.data_parallel,
+        test_views=args.test_views,
     )
     accuracy = results.get("val_top1")
+    views = results.get("val_top1_views")
     print(f"wrote {os.path.join(args.out, 'finetuned.keras')}"
-          + (f"; validation top-1 {accuracy:.3f}" if accuracy is not None else ""))
+          + (f"; validation top-1 {accuracy:.3f}" if accuracy is not None else "")
+          + (f" (one centre clip), {views:.3f} ({results['test_views']} views)"
+             if views is not None else ""))
     return 0
 
 
@@ -519,6 +537,9 @@ def build_parser():
     pretrain.add_argument("--mask-ratio", type=float, default=0.9)
     pretrain.add_argument("--pixel-loss", action="store_true",
                           help="plain [0, 1] pixel targets instead of per-patch normalised ones")
+    pretrain.add_argument("--decoder-mask-ratio", type=float, default=0.0,
+                          help="VideoMAE V2 dual masking: decode only a running-cell share "
+                          "of the tokens (V2: 0.5; default 0, VideoMAE V1)")
     pretrain.add_argument("--num-frames", type=int, default=16)
     pretrain.add_argument("--image-size", type=int, default=224)
     _training_common(pretrain)
@@ -537,6 +558,9 @@ def build_parser():
                           help="pretrained model: .keras file or any from_pretrained source")
     finetune.add_argument("--num-classes", type=int, required=True)
     finetune.add_argument("--val-list", help="annotation file for the final top-1")
+    finetune.add_argument("--test-views", type=_views,
+                          help="also evaluate --val-list with the multi-view test, clips x "
+                          "crops (official Kinetics: 5x3)")
     finetune.add_argument("--lr", type=float, default=1e-3, help="base lr per 256 clips")
     finetune.add_argument("--layer-decay", type=float, default=0.75)
     finetune.add_argument("--drop-path", type=float, default=0.1)

@@ -68,11 +68,12 @@ def run_demo(out="videomae-demo", overwrite=False, quiet=False):
           "project on synthetic moving shapes (no download).")
     print(f"sample clip: {paths['clip']} (true class: {report['sample_clip_label']})")
     print(prediction)
-    baseline = report["pretraining"]["val_trivial_predictor_mse"]
+    figures = report["pretraining"]
     print(f"reconstruction: {int(result.mask.sum())} of {result.mask.size} tokens masked, "
           f"{result.target} MSE {result.loss:.4f} on this clip (validation set: model "
-          f"{report['pretraining']['val_mse']:.4f}, copying each clip's mean colour "
-          f"{baseline:.4f})")
+          f"{figures['val_mse']:.4f}; filling masked patches with the data set's mean colour "
+          f"{figures['val_mse_data_set_mean_colour']:.4f}, with the clip's "
+          f"{figures['val_mse_clip_mean_colour']:.4f})")
     print(f"wrote {os.path.abspath(png)}")
     print(f"wrote {os.path.abspath(gif)}")
     print(f"(training figures: {paths['report']})")

@@ -45,6 +45,8 @@ def input_specs(model):
     specs = [("video", (None, *model.video_shape), "float32")]
     if takes_mask(model):
         specs.append(("bool_masked_pos", (None, model.num_tokens), "bool"))
+    if getattr(model, "num_decoded", None) is not None:  # VideoMAE V2 dual masking
+        specs.append(("decoder_mask", (None, model.num_tokens), "bool"))
     return specs
 
 

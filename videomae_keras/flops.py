@@ -6,6 +6,7 @@ softmax and GELU are left out, as there.
 """
 
 from videomae_keras.configs import as_pair, grid_size
+from videomae_keras.masking import RunningCellMaskingGenerator
 
 
 def _block_params(dim, mlp_dim, qv_bias=True):
@@ -27,6 +28,17 @@ def _tokens(config):
     return grid[0] * grid[1] * grid[2]
 
 
+def _decoded_tokens(config):
+    """Tokens a VideoMAE V2 running-cell decoder mask leaves decoded; 0 without one."""
+    ratio = config.get("decoder_mask_ratio") or 0.0
+    if not ratio:
+        return 0
+    grid = grid_size(
+        config["num_frames"], config["image_size"], config["patch_size"], config["tubelet_size"]
+    )
+    return grid[0] * grid[1] * grid[2] - RunningCellMaskingGenerator(grid, ratio).total_masks
+
+
 def _patch_size(config):
     return config["num_channels"] * config["tubelet_size"] * config["patch_size"] ** 2
 
@@ -35,7 +47,8 @@ def count(config):
     """{'params': int, 'flops': int} for a model config (`model.get_config()`).
 
     Classifiers count one forward pass of one view. Pretrainers count the masked forward:
-    the encoder on the visible tokens and the decoder on all of them.
+    the encoder on the visible tokens and the decoder on all of them (with VideoMAE V2 dual
+    masking, on the visible and the decoded ones).
     """
     dim, depth, mlp = config["hidden_dim"], config["depth"], config["mlp_dim"]
     qv_bias = config.get("qv_bias", True)
@@ -51,9 +64,10 @@ def count(config):
         params += (2 * dim if config.get("use_final_norm", True) else 0) + dim * dec + dec
         params += dec_depth * _block_params(dec, dec_mlp, qv_bias) + 2 * dec
         params += dec * patch_values + patch_values
+        predicted = _decoded_tokens(config) or config["num_masked"]
         flops = visible * patch_values * dim + depth * _block_flops(visible, dim, mlp)
-        flops += visible * dim * dec + dec_depth * _block_flops(tokens, dec, dec_mlp)
-        flops += config["num_masked"] * dec * patch_values
+        flops += visible * dim * dec + dec_depth * _block_flops(visible + predicted, dec, dec_mlp)
+        flops += predicted * dec * patch_values
         return {"params": params, "flops": flops}
     flops = tokens * patch_values * dim + depth * _block_flops(tokens, dim, mlp)
     if "num_classes" in config:  # classifier

@@ -9,6 +9,7 @@ the token features of the same views.
 
 import dataclasses
 import os
+import warnings
 import weakref
 
 import numpy as np
@@ -173,6 +174,25 @@ def _softmax(logits):
     logits = logits - logits.max(axis=-1, keepdims=True)
     exp = np.exp(logits)
     return exp / exp.sum(axis=-1, keepdims=True)
+
+
+def optimize_for_inference(model, jit_compile="auto", int8=False):
+    """Prepares `model.predict_on_batch` (what predict_video, extract_features and
+    reconstruct_video call) for speed and returns the model.
+
+    `jit_compile`: True compiles the call (XLA on jax and tensorflow, torch.compile on
+    torch), False runs eagerly, "auto" compiles except on torch (where compiling takes longer
+    than a handful of clips save). `int8=True` quantizes the Dense weights to int8 (Keras
+    `quantize("int8")`); `python bench/quantize.py` measures what it costs in accuracy.
+    """
+    if int8:
+        with warnings.catch_warnings():  # layers without weights to quantize say so, each
+            warnings.filterwarnings("ignore", message=".*does not have a `quantize` method")
+            model.quantize("int8")
+    if jit_compile == "auto":
+        jit_compile = keras.backend.backend() != "torch"
+    model.compile(jit_compile=bool(jit_compile))
+    return model
 
 
 def run_batched(model, data, batch_size=4, progress=None, description="views"):

@@ -18,7 +18,9 @@ class VideoClipDataset(keras.utils.PyDataset):
 
     mode "pretrain": yields `((video, bool_masked_pos),)` (masks as uint8 0/1), a fresh tube
         mask per sample from
-        `mask_generator` (e.g. `TubeMaskingGenerator`), multi-scale crop augmentation.
+        `mask_generator` (e.g. `TubeMaskingGenerator`), multi-scale crop augmentation. With
+        `decoder_mask_generator` (VideoMAE V2 dual masking, e.g.
+        `RunningCellMaskingGenerator(model.grid, 0.5)`), `((video, mask, decoder_mask),)`.
     mode "train": yields `(video, label)` with a random clip, random resized crop and flip;
         with `mixup` (a `VideoMixup`), `(mixed video, soft targets)` instead.
     mode "eval": yields `(video, label)` with the centre clip and centre crop.
@@ -32,7 +34,7 @@ class VideoClipDataset(keras.utils.PyDataset):
     def __init__(self, samples, mode="train", num_frames=16, image_size=224, batch_size=8,
                  sampling="dense", sampling_rate=4, mask_generator=None, flip=True,
                  scale=(0.08, 1.0), shuffle=None, seed=0, skip_broken=False,
-                 drop_remainder=None, mixup=None, **kwargs):
+                 drop_remainder=None, mixup=None, decoder_mask_generator=None, **kwargs):
         super().__init__(**kwargs)
         if mode not in ("pretrain", "train", "eval"):
             raise ValueError(f"mode must be pretrain, train or eval; got {mode!r}.")
@@ -44,6 +46,7 @@ class VideoClipDataset(keras.utils.PyDataset):
         self.batch_size = int(batch_size)
         self.sampler = get_sampler(sampling, num_frames, sampling_rate)
         self.mask_generator = mask_generator
+        self.decoder_mask_generator = decoder_mask_generator if mode == "pretrain" else None
         self.flip, self.scale = flip, tuple(scale)
         self.shuffle = mode != "eval" if shuffle is None else bool(shuffle)
         self.drop_remainder = mode != "eval" if drop_remainder is None else drop_remainder
@@ -84,16 +87,19 @@ class VideoClipDataset(keras.utils.PyDataset):
         videos = np.stack(videos)
         if self.mode == "pretrain":
             # uint8 0/1 rather than bool: tf.distribute cannot reduce bool batches
-            masks = np.stack([self._mask(rng) for _ in rows]).astype(np.uint8)
-            return ((videos, masks),)
+            masks = np.stack([self._mask(self.mask_generator, rng) for _ in rows])
+            if self.decoder_mask_generator is None:
+                return ((videos, masks.astype(np.uint8)),)
+            decoder_masks = np.stack([self._mask(self.decoder_mask_generator, rng)
+                                      for _ in rows])
+            return ((videos, masks.astype(np.uint8), decoder_masks.astype(np.uint8)),)
         labels = np.asarray(labels, np.int32)
         if self.mixup is not None:
             videos, targets, _, _ = self.mixup(videos, labels, rng)
             return videos, targets
         return videos, labels
 
-    def _mask(self, rng):
-        generator = self.mask_generator
+    def _mask(self, generator, rng):
         if hasattr(generator, "rng"):  # a private copy: batches load in parallel threads
             generator = copy.copy(generator)
             generator.rng = rng

@@ -145,6 +145,7 @@ class SinusoidPositionEmbedding(keras.layers.Layer):
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
         self._tables = {}
+        self.built = True  # no weights: built from the start (model.quantize needs that)
 
     def prepare(self, num_tokens, dim):
         """Computes the (num_tokens, dim) table now, outside any trace."""

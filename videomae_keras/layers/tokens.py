@@ -8,6 +8,14 @@ from keras import ops
 from videomae_keras.utils import concrete_numpy
 
 
+def count_mismatches(counts, expected):
+    """'sample i: n, ...' for the samples whose count is not `expected` (the first five,
+    then '...'), or '' when every sample has it."""
+    bad = np.flatnonzero(np.asarray(counts) != expected)
+    shown = ", ".join(f"sample {i}: {counts[i]}" for i in bad[:5])
+    return shown + (" ..." if bad.size > 5 else "")
+
+
 @keras.saving.register_keras_serializable(package="videomae_keras")
 class MaskedTokenIndex(keras.layers.Layer):
     """Turns a boolean mask (B, N), True = masked, into token indices with static sizes.
@@ -26,14 +34,12 @@ class MaskedTokenIndex(keras.layers.Layer):
     def check_mask(self, mask_values):
         """Raises a clear ValueError when a concrete mask has the wrong count in any sample."""
         counts = np.asarray(mask_values).astype(bool).reshape(len(mask_values), -1).sum(-1)
-        bad = np.flatnonzero(counts != self.num_masked)
-        if bad.size:
-            shown = ", ".join(f"sample {i}: {counts[i]}" for i in bad[:5])
+        shown = count_mismatches(counts, self.num_masked)
+        if shown:
             raise ValueError(
                 f"bool_masked_pos must mask exactly {self.num_masked} of "
                 f"{np.shape(mask_values)[-1]} tokens in every sample (this model was built "
-                f"for that count, which keeps its shapes static); got {shown}"
-                f"{' ...' if bad.size > 5 else ''}. Use TubeMaskingGenerator with the model's "
+                f"for that count, which keeps its shapes static); got {shown}. Use TubeMaskingGenerator with the model's "
                 "mask ratio, or build the model with num_masked= matching your masks."
             )
 

@@ -78,6 +78,7 @@ class DropPath(keras.layers.Layer):
         self.rate = float(rate)
         self.seed = seed
         self.seed_generator = keras.random.SeedGenerator(seed)
+        self.built = True  # no weights: built from the start (model.quantize needs that)
 
     def call(self, x, training=None):
         if not training or self.rate == 0.0:

@@ -5,7 +5,8 @@ input is un-normalised with the ImageNet mean and std, cut into tubelet patches 
 order t, h, w; pixels t, y, x; channel fastest) and, with `norm_pix_loss`, each patch is
 normalised per channel by its mean and sqrt(unbiased variance) + 1e-6. The loss is the mean
 squared error over the masked tokens only, taken in ascending token order (the order of the
-pretraining model's predictions).
+pretraining model's predictions). VideoMAE V2 dual masking (`dual_masking_loss`) predicts the
+decoded tokens instead and averages over those that are also masked.
 """
 
 import keras
@@ -22,9 +23,9 @@ def masked_index(bool_masked_pos, num_masked):
     return ops.argsort(key, axis=-1)[:, num_tokens - num_masked:]
 
 
-def pretraining_targets(video, bool_masked_pos, num_masked, tubelet_size=2, patch_size=16,
-                        norm_pix_loss=True, mean=IMAGENET_MEAN, std=IMAGENET_STD):
-    """(B, num_masked, tubelet * p * p * C) float32 targets for the masked tokens."""
+def pretraining_patches(video, tubelet_size=2, patch_size=16, norm_pix_loss=True,
+                        mean=IMAGENET_MEAN, std=IMAGENET_STD):
+    """(B, N, tubelet * p * p * C) float32 targets for every token, in token order."""
     video = ops.cast(video, "float32")
     channels = video.shape[-1]
     if channels == len(mean):
@@ -36,7 +37,13 @@ def pretraining_targets(video, bool_masked_pos, num_masked, tubelet_size=2, patc
         centred = patches - ops.mean(patches, axis=-2, keepdims=True)
         variance = ops.sum(ops.square(centred), axis=-2, keepdims=True) / (pixels - 1)
         patches = centred / (ops.sqrt(variance) + 1e-6)
-    patches = ops.reshape(patches, (-1, patches.shape[1], patches.shape[2] * channels))
+    return ops.reshape(patches, (-1, patches.shape[1], patches.shape[2] * channels))
+
+
+def pretraining_targets(video, bool_masked_pos, num_masked, tubelet_size=2, patch_size=16,
+                        norm_pix_loss=True, mean=IMAGENET_MEAN, std=IMAGENET_STD):
+    """(B, num_masked, tubelet * p * p * C) float32 targets for the masked tokens."""
+    patches = pretraining_patches(video, tubelet_size, patch_size, norm_pix_loss, mean, std)
     index = masked_index(bool_masked_pos, num_masked)
     return ops.take_along_axis(patches, index[..., None], axis=1)
 
@@ -44,6 +51,14 @@ def pretraining_targets(video, bool_masked_pos, num_masked, tubelet_size=2, patc
 def pretraining_loss(predictions, targets):
     """Mean squared error over every masked token and value (float32)."""
     return ops.mean(ops.square(ops.cast(predictions, "float32") - targets))
+
+
+def dual_masking_loss(predictions, targets, weights):
+    """VideoMAE V2: the per-token mean squared error, averaged with (B, K) 0/1 weights
+    (decoded tokens that are encoder-masked); 0 rather than NaN when no weight is set."""
+    per_token = ops.mean(ops.square(ops.cast(predictions, "float32") - targets), axis=-1)
+    weights = ops.cast(weights, "float32")
+    return ops.sum(per_token * weights) / ops.maximum(ops.sum(weights), 1.0)
 
 
 def scale_for_replicas(loss):

@@ -24,7 +24,8 @@ import keras
 from videomae_keras.atomic import atomic_output
 from videomae_keras.configs import TINY_DECODER, TINY_ENCODER
 from videomae_keras.data import VideoClipDataset, VideoMixup, read_annotations
-from videomae_keras.masking import TubeMaskingGenerator
+from videomae_keras.inference import parse_views
+from videomae_keras.masking import RunningCellMaskingGenerator, TubeMaskingGenerator
 from videomae_keras.training.distribute import data_parallel
 from videomae_keras.training.losses import SmoothedCrossentropy
 from videomae_keras.training.optimizers import finetuning_optimizer, pretraining_optimizer
@@ -103,8 +104,11 @@ def _write_json(path, data):
 def pretrain(train_list, out_dir, architecture=None, epochs=100, batch_size=16, base_lr=1.5e-4,
              warmup_epochs=None, mask_ratio=0.9, num_frames=16, image_size=224,
              sampling_rate=4, clip_grad=None, workers=2, seed=0, dtype=None, progress=True,
-             distributed=False, callbacks=None, **model_kwargs):
+             distributed=False, callbacks=None, decoder_mask_ratio=0.0, **model_kwargs):
     """Self-supervised pretraining on the videos of an annotation list (labels unused).
+
+    `decoder_mask_ratio` > 0 is VideoMAE V2 dual masking (V2 uses 0.5): the decoder
+    reconstructs only a running-cell selection of the tokens.
 
     `architecture`: a factory name ("S16PT", "B16PT", ...), "tiny" (configs.TINY_ENCODER
     and TINY_DECODER), or None with
@@ -120,7 +124,7 @@ def pretrain(train_list, out_dir, architecture=None, epochs=100, batch_size=16, 
     scope = data_parallel() if distributed else contextlib.nullcontext()
     with scope:
         kwargs = dict(num_frames=num_frames, image_size=image_size, mask_ratio=mask_ratio,
-                      dtype=dtype, **model_kwargs)
+                      decoder_mask_ratio=decoder_mask_ratio, dtype=dtype, **model_kwargs)
         if architecture == "tiny":
             model = VideoMAEPretrainer(**TINY_ENCODER, **TINY_DECODER, **kwargs)
         elif architecture:
@@ -131,6 +135,8 @@ def pretrain(train_list, out_dir, architecture=None, epochs=100, batch_size=16, 
             read_annotations(train_list), "pretrain", num_frames, image_size, batch_size,
             sampling_rate=sampling_rate, seed=seed,
             mask_generator=TubeMaskingGenerator(model.grid, mask_ratio),
+            decoder_mask_generator=(RunningCellMaskingGenerator(model.grid, decoder_mask_ratio)
+                                    if decoder_mask_ratio else None),
             workers=workers, use_multiprocessing=False,
         )
         steps = epochs * len(data)
@@ -147,7 +153,8 @@ def pretrain(train_list, out_dir, architecture=None, epochs=100, batch_size=16, 
     _write_json(os.path.join(out_dir, "run.json"), {
         "command": "pretrain", "train_list": train_list, "architecture": architecture,
         "epochs": epochs, "batch_size": batch_size, "base_lr": base_lr,
-        "mask_ratio": mask_ratio, "num_frames": num_frames, "image_size": image_size,
+        "mask_ratio": mask_ratio, "decoder_mask_ratio": decoder_mask_ratio,
+        "num_frames": num_frames, "image_size": image_size,
         "sampling_rate": sampling_rate, "seed": seed, "final_loss": losses[-1] if losses else None,
         "model": path, "parameters": model.count_params(),
     })
@@ -184,8 +191,14 @@ def classifier_from_pretrained(pretrained, num_classes, drop_path_rate=0.1, head
     return model, transferred
 
 
-def evaluate(model, samples, num_frames, image_size, sampling_rate, batch_size=8, workers=2):
-    """Top-1 accuracy of one centre clip per video."""
+def evaluate(model, samples, num_frames, image_size, sampling_rate, batch_size=8, workers=2,
+             views=None, sampling="dense"):
+    """Top-1 accuracy over `samples` [(path, label)]: one centre clip per video, or with
+    `views` ((clips, crops) or "5x3") the official multi-view test: the softmax averaged over
+    clips x crops per video, as `predict_video` does."""
+    if views:
+        return _evaluate_views(model, samples, num_frames, image_size, sampling_rate,
+                               batch_size, views, sampling)
     data = VideoClipDataset(samples, "eval", num_frames, image_size, batch_size,
                             sampling_rate=sampling_rate, workers=workers,
                             use_multiprocessing=False)
@@ -198,14 +211,32 @@ def evaluate(model, samples, num_frames, image_size, sampling_rate, batch_size=8
     return correct / total
 
 
+def _evaluate_views(model, samples, num_frames, image_size, sampling_rate, batch_size, views,
+                    sampling):
+    from videomae_keras.inference import load_views, run_batched
+
+    correct = 0
+    for path, label in samples:
+        clip_views = load_views(path, num_frames, image_size, views, sampling, sampling_rate)
+        logits = run_batched(model, clip_views.data, batch_size).astype(np.float64)
+        logits -= logits.max(axis=-1, keepdims=True)
+        probabilities = np.exp(logits) / np.exp(logits).sum(axis=-1, keepdims=True)
+        correct += int(probabilities.mean(axis=0).argmax() == label)
+    return correct / max(1, len(samples))
+
+
 def finetune(train_list, out_dir, pretrained, num_classes, val_list=None, epochs=50,
              batch_size=16, base_lr=1e-3, layer_decay=0.75, warmup_epochs=None,
              drop_path_rate=0.1, label_smoothing=0.1, flip=True, scale=(0.08, 1.0),
              sampling_rate=4, clip_grad=None, workers=2, seed=0, dtype=None, progress=True,
-             mixup=0.0, cutmix=0.0, distributed=False, callbacks=None):
+             mixup=0.0, cutmix=0.0, distributed=False, callbacks=None, test_views=None,
+             sampling="dense"):
     """Supervised fine-tuning of a pretrained encoder on an annotation list.
 
     Returns (classifier, {"val_top1": ...}). The clip size comes from the pretrained model.
+    With `val_list`, the final model is evaluated on one centre clip per video (`val_top1`)
+    and, given `test_views` (e.g. (5, 3) or "5x3", the official Kinetics test), with the
+    multi-view protocol too (`val_top1_views`).
     `mixup` / `cutmix` are the Beta alphas of `VideoMixup` (official 0.8 / 1.0; 0 = off).
     """
     keras.utils.set_random_seed(seed)
@@ -240,8 +271,15 @@ def finetune(train_list, out_dir, pretrained, num_classes, val_list=None, epochs
     results = {"train_loss": history.history.get("loss", [None])[-1],
                "encoder_tensors_transferred": transferred}
     if val_list:
-        results["val_top1"] = evaluate(model, read_annotations(val_list), frames, height,
-                                       sampling_rate, batch_size, workers)
+        val = read_annotations(val_list)
+        results["val_top1"] = evaluate(model, val, frames, height, sampling_rate, batch_size,
+                                       workers)
+        if test_views:
+            results["val_top1_views"] = evaluate(model, val, frames, height, sampling_rate,
+                                                 batch_size, views=test_views,
+                                                 sampling=sampling)
+            results["test_views"] = "x".join(
+                str(v) for v in (parse_views(test_views) or ()))
     path = _save(model, os.path.join(out_dir, "finetuned.keras"))
     _write_json(os.path.join(out_dir, "run.json"), {
         "command": "finetune", "train_list": train_list, "val_list": val_list,

@@ -1,0 +1,121 @@
+"""Shared pieces of the benchmark scripts: timing, one process per backend, tables, JSON.
+
+Keras picks its backend once per process, so every measurement of ours runs in a child
+process (`python bench/<script>.py --worker <backend> ...`) that prints one JSON line;
+transformers' PyTorch VideoMAE runs in a child of its own the same way, in the same run.
+"""
+
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RESULTS = os.path.join(ROOT, "bench", "results")
+BACKENDS = ("jax", "tensorflow", "torch")
+
+
+def median_seconds(function, repeats, warmup=1, min_seconds=0.0):
+    """Median wall time of `function()` over `repeats` calls after `warmup` calls (more calls
+    while the total stays under `min_seconds`, for very fast functions)."""
+    for _ in range(warmup):
+        function()
+    times = []
+    while len(times) < repeats or sum(times) < min_seconds:
+        start = time.perf_counter()
+        function()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times), len(times)
+
+
+def peak_rss_mb():
+    """This process's peak resident memory (MiB)."""
+    import resource
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 1024 if sys.platform != "darwin" else peak / 2**20
+
+
+def emit(record):
+    """A worker's answer: one JSON line, after whatever the libraries printed."""
+    sys.stdout.write("\n@@RESULT@@" + json.dumps(record) + "\n")
+    sys.stdout.flush()
+
+
+def run_worker(script, variant, args, backend=None, timeout=3600):
+    """Runs `script --worker variant args` in a fresh process (KERAS_BACKEND=backend when
+    given); returns its JSON answer, or {"error": ...} naming what went wrong (the suite
+    goes on with the other rows)."""
+    env = dict(os.environ)
+    if backend:
+        env["KERAS_BACKEND"] = backend
+    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    command = [sys.executable, script, "--worker", variant] + list(args)
+    try:
+        done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return {"error": f"timed out after {timeout} s"}
+    for line in reversed(done.stdout.splitlines()):
+        if line.startswith("@@RESULT@@"):
+            return json.loads(line[len("@@RESULT@@"):])
+    tail = (done.stderr or done.stdout).strip().splitlines()[-3:]
+    return {"error": f"exit {done.returncode}: " + " | ".join(tail)}
+
+
+def machine():
+    """What the figures were measured on."""
+    from importlib import metadata
+
+    info = {"machine": platform.machine(), "cores": os.cpu_count(),
+            "python": platform.python_version()}
+    for name in ("keras", "jax", "tensorflow", "torch", "transformers"):
+        try:
+            info[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            pass
+    return info
+
+
+def table(rows, columns):
+    """A Markdown table of dicts, with the given (key, title) columns."""
+    lines = ["| " + " | ".join(title for _, title in columns) + " |",
+             "|" + "|".join("---" for _ in columns) + "|"]
+    for row in rows:
+        lines.append("| " + " | ".join(_cell(row.get(key)) for key, _ in columns) + " |")
+    return "\n".join(lines)
+
+
+def _cell(value):
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return f"{value:.3g}" if abs(value) < 100 else f"{value:.0f}"
+    return str(value)
+
+
+def save(name, payload):
+    """Writes bench/results/<name>.json atomically; returns its path."""
+    os.makedirs(RESULTS, exist_ok=True)
+    path = os.path.join(RESULTS, name + ".json")
+    temp = path + ".tmp"
+    with open(temp, "w", encoding="utf-8") as f:
+        json.dump(payload, f, indent=2)
+        f.write("\n")
+    os.replace(temp, path)
+    return path
+
+
+def add_ratios(rows, key="seconds", group=("case",), reference="transformers"):
+    """Adds `ratio` = seconds / the reference row's seconds in the same group."""
+    base = {}
+    for row in rows:
+        if row.get("backend") == reference and row.get(key):
+            base[tuple(row.get(g) for g in group)] = row[key]
+    for row in rows:
+        ref = base.get(tuple(row.get(g) for g in group))
+        if ref and row.get(key):
+            row["ratio"] = row[key] / ref
+    return rows

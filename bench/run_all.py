@@ -1,0 +1,97 @@
+#!/usr/bin/env python
+"""The whole benchmark suite in one command: model speed and memory (speed.py), int8
+accuracy (quantize.py) and pre-processing (preprocess.py), each side by side with
+transformers, then the tables into bench/results/SUMMARY.md and the README.
+
+Usage: python bench/run_all.py [--quick] [--no-readme]
+
+Needs the three backends, torch and transformers (`pip install -e ".[all,test]"`). About
+25 minutes on a 2-core CPU (`--quick`: about 8). Keep the machine otherwise idle.
+"""
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import _common  # noqa: E402
+import quantize  # noqa: E402
+import speed  # noqa: E402
+
+BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"
+TARGETS = """Targets (2-core CPU): the fastest backend at or below 1.0x transformers for ViT-B
+fine-tuned inference and the pretraining train step, every backend at or below 1.5x, and
+the pretraining forward at 90% masking at or below 0.25x of the fine-tuned forward."""
+
+
+def _run(script, args):
+    command = [sys.executable, os.path.join(_common.ROOT, "bench", script)] + args
+    print("$ " + " ".join(["python", "bench/" + script] + args), file=sys.stderr, flush=True)
+    subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
+
+
+def _load(name):
+    with open(os.path.join(_common.RESULTS, name + ".json"), encoding="utf-8") as f:
+        return json.load(f)
+
+
+def summary(speed_payload, quantize_payload, preprocess_payload):
+    """All tables as one Markdown text."""
+    info = speed_payload["machine"]
+    versions = ", ".join(f"{k} {info[k]}" for k in ("keras", "jax", "tensorflow", "torch",
+                                                     "transformers") if k in info)
+    lines = [f"Measured with `{speed_payload['command'].strip()}` on {info['machine']}, "
+             f"{info['cores']} cores ({versions}); 16 frames at 224x224.", "", TARGETS, "",
+             speed.render(speed_payload), "",
+             "int8 weights (`model.quantize(\"int8\")`) against float32:", "",
+             quantize.render(quantize_payload), "",
+             "Pre-processing a 16-frame 1280x720 clip to 224x224 (ratio: ours / transformers):",
+             "", _common.table(
+                 [dict(r, ratio=1 / r["speedup_vs_transformers"])
+                  for r in preprocess_payload["rows"]],
+                 [("method", "method"), ("seconds", "median s"), ("ratio", "x transformers")])]
+    return "\n".join(lines) + "\n"
+
+
+def update_readme(text):
+    """Replaces the README's benchmark block (between the bench markers)."""
+    path = os.path.join(_common.ROOT, "README.md")
+    with open(path, encoding="utf-8") as f:
+        readme = f.read()
+    if BEGIN not in readme or END not in readme:
+        raise SystemExit(f"README.md has no {BEGIN} ... {END} block to update.")
+    head, rest = readme.split(BEGIN, 1)
+    _, tail = rest.split(END, 1)
+    temp = path + ".tmp"
+    with open(temp, "w", encoding="utf-8") as f:
+        f.write(head + BEGIN + "\n" + text + END + tail)
+    os.replace(temp, path)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer cases and runs")
+    parser.add_argument("--no-readme", action="store_true", help="leave README.md alone")
+    parser.add_argument("--skip-run", action="store_true",
+                        help="only rebuild the summary from the saved results")
+    args = parser.parse_args()
+    if not args.skip_run:
+        _run("speed.py", ["--quick"] if args.quick else [])
+        _run("quantize.py", ["--clips", "64"] if args.quick else [])
+        _run("preprocess.py", ["--repeats", "5"] if args.quick else [])
+    text = summary(_load("speed"), _load("quantize"), _load("preprocess"))
+    path = os.path.join(_common.RESULTS, "SUMMARY.md")
+    with open(path + ".tmp", "w", encoding="utf-8") as f:
+        f.write(text)
+    os.replace(path + ".tmp", path)
+    if not args.no_readme:
+        update_readme(text)
+    print(text)
+    print(f"written: bench/results/SUMMARY.md{'' if args.no_readme else ' and README.md'}")
+
+
+if __name__ == "__main__":
+    main()
