@@ -72,10 +72,12 @@ def machine():
     info = {"machine": platform.machine(), "cores": os.cpu_count(),
             "python": platform.python_version()}
     for name in ("keras", "jax", "tensorflow", "torch", "transformers"):
-        try:
-            info[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            pass
+        for distribution in (name, name + "-cpu"):
+            try:
+                info[name] = metadata.version(distribution)
+                break
+            except metadata.PackageNotFoundError:
+                pass
     return info
 
 

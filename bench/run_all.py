@@ -6,7 +6,7 @@ transformers, then the tables into bench/results/SUMMARY.md and the README.
 Usage: python bench/run_all.py [--quick] [--no-readme]
 
 Needs the three backends, torch and transformers (`pip install -e ".[all,test]"`). About
-25 minutes on a 2-core CPU (`--quick`: about 8). Keep the machine otherwise idle.
+an hour on a 2-core CPU (`--quick`: about 15 minutes). Keep the machine otherwise idle.
 """
 
 import argparse

@@ -296,7 +296,7 @@ def render(payload):
         parts += ["", "Peak RSS (MiB), fresh process, ViT-B/16 fine-tuned inference at batch 1:",
                   "", _common.table(payload["memory"], [("backend", "variant"),
                                                         ("peak_rss_mb", "peak"),
-                                                        ("rss_before_model_mb", "after imports"),
+                                                        ("rss_model_built_mb", "model built"),
                                                         ("error", "error")])]
     return "\n".join(parts)
 
