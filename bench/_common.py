@@ -110,14 +110,13 @@ def save(name, payload):
     return path
 
 
-def add_ratios(rows, key="seconds", group=("case",), reference="transformers"):
-    """Adds `ratio` = seconds / the reference row's seconds in the same group."""
-    base = {}
+def add_ratios(rows, key="seconds", reference="transformers", reference_case=None):
+    """Adds `ratio` = seconds / the reference variant's seconds for the same case, or for
+    `reference_case[case]` where a case has no reference row of its own."""
+    base = {row["case"]: row[key] for row in rows
+            if row.get("backend") == reference and row.get(key)}
     for row in rows:
-        if row.get("backend") == reference and row.get(key):
-            base[tuple(row.get(g) for g in group)] = row[key]
-    for row in rows:
-        ref = base.get(tuple(row.get(g) for g in group))
+        ref = base.get((reference_case or {}).get(row["case"], row["case"]))
         if ref and row.get(key):
             row["ratio"] = row[key] / ref
     return rows

@@ -246,13 +246,8 @@ def main():
         if not args.no_memory:
             answer = _run(script, variant, ["--cases", "memory"])
             memory.append({"backend": variant, **answer.get("memory", answer)})
-    _common.add_ratios(rows)
-    for row in rows:  # int8 rows compare with the float32 model of the same backend
-        if row["case"].startswith("int8"):
-            base = next((r for r in rows if r["case"] == "ft-B-b1"
-                         and r["backend"] == "transformers" and "seconds" in r), None)
-            if base and "seconds" in row:
-                row["ratio"] = row["seconds"] / base["seconds"]
+    # int8 rows compare with transformers' float32 model (it has no int8 path)
+    _common.add_ratios(rows, reference_case={"int8-B-b1": "ft-B-b1"})
     pt_vs_ft = []
     for variant in variants:
         for batch in (1, 4):

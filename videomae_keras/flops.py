@@ -6,7 +6,7 @@ softmax and GELU are left out, as there.
 """
 
 from videomae_keras.configs import as_pair, grid_size
-from videomae_keras.masking import RunningCellMaskingGenerator
+from videomae_keras.masking import num_decoded_tokens
 
 
 def _block_params(dim, mlp_dim, qv_bias=True):
@@ -26,17 +26,6 @@ def _tokens(config):
         config["num_frames"], config["image_size"], config["patch_size"], config["tubelet_size"]
     )
     return grid[0] * grid[1] * grid[2]
-
-
-def _decoded_tokens(config):
-    """Tokens a VideoMAE V2 running-cell decoder mask leaves decoded; 0 without one."""
-    ratio = config.get("decoder_mask_ratio") or 0.0
-    if not ratio:
-        return 0
-    grid = grid_size(
-        config["num_frames"], config["image_size"], config["patch_size"], config["tubelet_size"]
-    )
-    return grid[0] * grid[1] * grid[2] - RunningCellMaskingGenerator(grid, ratio).total_masks
 
 
 def _patch_size(config):
@@ -64,7 +53,10 @@ def count(config):
         params += (2 * dim if config.get("use_final_norm", True) else 0) + dim * dec + dec
         params += dec_depth * _block_params(dec, dec_mlp, qv_bias) + 2 * dec
         params += dec * patch_values + patch_values
-        predicted = _decoded_tokens(config) or config["num_masked"]
+        grid = grid_size(config["num_frames"], config["image_size"], config["patch_size"],
+                         config["tubelet_size"])
+        predicted = (num_decoded_tokens(grid, config.get("decoder_mask_ratio"))
+                     or config["num_masked"])
         flops = visible * patch_values * dim + depth * _block_flops(visible, dim, mlp)
         flops += visible * dim * dec + dec_depth * _block_flops(visible + predicted, dec, dec_mlp)
         flops += predicted * dec * patch_values

@@ -168,6 +168,16 @@ class RunningCellMaskingGenerator:
         return self.all_mask_maps[index].copy()
 
 
+def num_decoded_tokens(input_size, decoder_mask_ratio):
+    """Tokens a running-cell decoder mask of this ratio leaves decoded (0 for ratio 0: no
+    VideoMAE V2 dual masking)."""
+    if not decoder_mask_ratio:
+        return 0
+    frames, height, width = _grid(input_size)
+    masked = RunningCellMaskingGenerator((frames, height, width), decoder_mask_ratio).total_masks
+    return frames * height * width - masked
+
+
 def random_tube_mask(batch_size, input_size, mask_ratio, seed=None):
     """A (batch_size, T'H'W') boolean batch of tube masks drawn in-graph, True = masked.
 

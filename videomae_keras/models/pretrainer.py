@@ -9,7 +9,7 @@ from videomae_keras.configs import DECODER_DEFAULTS, num_masked_tokens
 from videomae_keras.layers import InvalidSampleGuard, MaskedTokenIndex, VideoMAEDecoder
 from videomae_keras.layers.embedding import TORCH_DEFAULT_KERNEL_INIT
 from videomae_keras.layers.tokens import count_mismatches
-from videomae_keras.masking import RunningCellMaskingGenerator
+from videomae_keras.masking import num_decoded_tokens
 from videomae_keras.models.base import VideoMAEModelBase, split_encoder_kwargs
 from videomae_keras.training.losses import (
     dual_masking_loss,
@@ -89,7 +89,7 @@ class VideoMAEPretrainer(VideoMAEModelBase):
             )
         bool_masked_pos = keras.Input((num_tokens,), dtype="bool", name="bool_masked_pos")
         decoder_mask_ratio = float(decoder_mask_ratio or 0.0)
-        num_decoded = _num_decoded(grid, decoder_mask_ratio)
+        num_decoded = num_decoded_tokens(grid, decoder_mask_ratio) or None
 
         encoder = self._make_encoder(
             config,
@@ -220,12 +220,3 @@ class VideoMAEPretrainer(VideoMAEModelBase):
         targets = ops.take_along_axis(patches, index[..., None], axis=1)
         weights = ops.take_along_axis(ops.cast(bool_masked_pos, "float32"), index, axis=1)
         return dual_masking_loss(y_pred, targets, weights)
-
-
-def _num_decoded(grid, decoder_mask_ratio):
-    """Tokens a running-cell decoder mask leaves decoded, or None without dual masking."""
-    if decoder_mask_ratio == 0.0:
-        return None
-    frames, height, width = grid
-    return frames * height * width - RunningCellMaskingGenerator(
-        grid, decoder_mask_ratio).total_masks

@@ -213,14 +213,12 @@ def evaluate(model, samples, num_frames, image_size, sampling_rate, batch_size=8
 
 def _evaluate_views(model, samples, num_frames, image_size, sampling_rate, batch_size, views,
                     sampling):
-    from videomae_keras.inference import load_views, run_batched
+    from videomae_keras.inference import _softmax, load_views, run_batched
 
     correct = 0
     for path, label in samples:
         clip_views = load_views(path, num_frames, image_size, views, sampling, sampling_rate)
-        logits = run_batched(model, clip_views.data, batch_size).astype(np.float64)
-        logits -= logits.max(axis=-1, keepdims=True)
-        probabilities = np.exp(logits) / np.exp(logits).sum(axis=-1, keepdims=True)
+        probabilities = _softmax(run_batched(model, clip_views.data, batch_size))
         correct += int(probabilities.mean(axis=0).argmax() == label)
     return correct / max(1, len(samples))
 
@@ -229,8 +227,7 @@ def finetune(train_list, out_dir, pretrained, num_classes, val_list=None, epochs
              batch_size=16, base_lr=1e-3, layer_decay=0.75, warmup_epochs=None,
              drop_path_rate=0.1, label_smoothing=0.1, flip=True, scale=(0.08, 1.0),
              sampling_rate=4, clip_grad=None, workers=2, seed=0, dtype=None, progress=True,
-             mixup=0.0, cutmix=0.0, distributed=False, callbacks=None, test_views=None,
-             sampling="dense"):
+             mixup=0.0, cutmix=0.0, distributed=False, callbacks=None, test_views=None):
     """Supervised fine-tuning of a pretrained encoder on an annotation list.
 
     Returns (classifier, {"val_top1": ...}). The clip size comes from the pretrained model.
@@ -276,10 +273,8 @@ def finetune(train_list, out_dir, pretrained, num_classes, val_list=None, epochs
                                        workers)
         if test_views:
             results["val_top1_views"] = evaluate(model, val, frames, height, sampling_rate,
-                                                 batch_size, views=test_views,
-                                                 sampling=sampling)
-            results["test_views"] = "x".join(
-                str(v) for v in (parse_views(test_views) or ()))
+                                                 batch_size, views=test_views)
+            results["test_views"] = "%dx%d" % parse_views(test_views)
     path = _save(model, os.path.join(out_dir, "finetuned.keras"))
     _write_json(os.path.join(out_dir, "run.json"), {
         "command": "finetune", "train_list": train_list, "val_list": val_list,
