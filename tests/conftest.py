@@ -38,7 +38,8 @@ def record_parity(request):
 @pytest.fixture(autouse=True)
 def _fresh_keras_state(request):
     if request.node.get_closest_marker("backend_independent"):
-        yield  # no Keras state to reset (and clear_session costs about a second on torch)
+        yield  # no seed needed; a test that builds models clears the session itself
+        # (clear_session costs about a second on torch)
         return
     keras.utils.set_random_seed(0)
     yield

@@ -71,7 +71,31 @@ def _torch_attention(x, qkv_kernel, q_bias, v_bias, proj_kernel, proj_bias, head
     return F.linear(out, torch.from_numpy(proj_kernel.T.copy()), torch.from_numpy(proj_bias)).numpy()
 
 
-def test_attention_matches_reference_with_q_and_v_bias_only():
+@pytest.mark.parametrize("chunk_size", [1, 5, 23, 256])
+def test_chunked_attention_matches_torch_sdpa(chunk_size):
+    from videomae_keras.layers.attention import chunked_attention
+
+    q, k, v = (RNG.standard_normal((2, 23, 3, 8)).astype("float32") for _ in range(3))
+    ref = F.scaled_dot_product_attention(
+        *(torch.from_numpy(a).transpose(1, 2) for a in (q, k, v)), scale=0.3
+    ).transpose(1, 2).numpy()
+    out = chunked_attention(q, k, v, scale=0.3, chunk_size=chunk_size)
+    np.testing.assert_allclose(_np(out), ref, atol=2e-6)
+
+
+def test_attention_takes_the_chunked_path_on_cpu_xla_only():
+    from videomae_keras.utils import fused_attention_is_fast
+
+    # torch has a fused CPU kernel; jax and tensorflow on CPU build the whole score matrix.
+    assert fused_attention_is_fast() == (keras.backend.backend() == "torch")
+
+
+@pytest.mark.parametrize("path", ["fused", "chunked"])
+def test_attention_matches_reference_with_q_and_v_bias_only(path, monkeypatch):
+    from videomae_keras.layers import attention
+
+    monkeypatch.setattr(attention, "fused_attention_is_fast", lambda: path == "fused")
+    monkeypatch.setattr(attention, "ATTENTION_CHUNK_SIZE", 3)
     layer = layers.MultiHeadSelfAttention(12, 3)
     x = RNG.standard_normal((2, 7, 12)).astype("float32")
     layer.build(x.shape)
@@ -82,7 +106,7 @@ def test_attention_matches_reference_with_q_and_v_bias_only():
         _np(layer.proj.kernel), _np(layer.proj.bias), heads=3,
     )
     np.testing.assert_allclose(_np(layer(x)), ref, atol=2e-6)
-    # With attention dropout configured, inference still takes the fused path.
+    # With attention dropout configured, inference still takes the dropout-free path.
     dropped = layers.MultiHeadSelfAttention(12, 3, attention_dropout_rate=0.5)
     dropped.build(x.shape)
     dropped.set_weights(layer.get_weights())

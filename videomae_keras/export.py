@@ -140,7 +140,8 @@ def export_onnx(model, path, opset_version=None, external_data=None):
                                        ONNX_EXTERNAL_DATA_BYTES))
         external_data = weights_bytes(model) > threshold
     proto, storage = tf2onnx.convert.from_function(
-        function, input_signature=specs, opset=opset_version, large_model=external_data
+        function, input_signature=specs, opset=opset_version, large_model=external_data,
+        custom_op_handlers={"Erfc": (_erfc_as_one_minus_erf, [])},
     )
     if not external_data:
         onnx.save_model(proto, path)
@@ -155,6 +156,17 @@ def export_onnx(model, path, opset_version=None, external_data=None):
             tensor.data_location = onnx.TensorProto.DEFAULT
     onnx.save_model(proto, path, save_as_external_data=True, all_tensors_to_one_file=True,
                     location=os.path.basename(path) + ".data", size_threshold=1024)
+
+
+def _erfc_as_one_minus_erf(ctx, node, name, args):
+    """tf2onnx handler: TensorFlow's exact GELU uses Erfc, which ONNX lacks; write 1 - Erf."""
+    from tf2onnx import utils
+
+    dtype = utils.map_onnx_to_numpy_type(ctx.get_dtype(node.input[0]))
+    one = ctx.make_const(utils.make_name(f"{name}_one"), np.array(1, dtype=dtype))
+    erf = ctx.make_node("Erf", [node.input[0]])
+    ctx.replace_inputs(node, [one.output[0], erf.output[0]])
+    node.type = "Sub"
 
 
 def _all_tensors(graph):

@@ -3,7 +3,30 @@
 import keras
 from keras import ops
 
-from videomae_keras.utils import resolve_flash_attention
+from videomae_keras.utils import fused_attention_is_fast, resolve_flash_attention
+
+# Queries per block in `chunked_attention`: a block's (heads, 256, N) scores stay in cache.
+ATTENTION_CHUNK_SIZE = 256
+
+
+def chunked_attention(query, key, value, scale, chunk_size=ATTENTION_CHUNK_SIZE):
+    """Softmax attention over (B, N, heads, head_dim) inputs, a block of queries at a time.
+
+    Heads-major matmuls and a float32 softmax per block of `chunk_size` queries: the same
+    result as `keras.ops.dot_product_attention` without its full score matrix. Static slices,
+    so it traces under jit/XLA.
+    """
+    num_queries = query.shape[1]
+    query = ops.transpose(query, (0, 2, 1, 3)) * ops.cast(scale, query.dtype)
+    key_t = ops.transpose(key, (0, 2, 3, 1))
+    value = ops.transpose(value, (0, 2, 1, 3))
+    blocks = []
+    for start in range(0, num_queries, chunk_size):
+        logits = ops.matmul(query[:, :, start : start + chunk_size], key_t)
+        probs = ops.cast(ops.softmax(ops.cast(logits, "float32"), axis=-1), value.dtype)
+        blocks.append(ops.matmul(probs, value))
+    out = blocks[0] if len(blocks) == 1 else ops.concatenate(blocks, axis=2)
+    return ops.transpose(out, (0, 2, 1, 3))
 
 
 @keras.saving.register_keras_serializable(package="videomae_keras")
@@ -12,7 +35,8 @@ class MultiHeadSelfAttention(keras.layers.Layer):
 
     One fused `qkv` projection without bias, then `q_bias` and `v_bias` weights added to the q
     and v parts: the reference has no k bias (it would cancel in the softmax anyway). Scale is
-    head_dim ** -0.5. Attention dropout, when training with a rate > 0, takes an explicit
+    head_dim ** -0.5. Where no fused kernel runs (jax and tensorflow on CPU) attention takes
+    `chunked_attention`; attention dropout, when training with a rate > 0, takes an explicit
     softmax path because the fused op has no dropout. `flash_attention`: None (automatic),
     True (require it) or False, as in `keras.ops.dot_product_attention`.
     """
@@ -86,6 +110,8 @@ class MultiHeadSelfAttention(keras.layers.Layer):
             probs = ops.softmax(ops.cast(logits, "float32"), axis=-1)
             probs = self.attention_dropout(ops.cast(probs, value.dtype), training=training)
             out = ops.einsum("bhqk,bkhd->bqhd", probs, value)
+        elif self.flash_attention is not True and not fused_attention_is_fast():
+            out = chunked_attention(query, key, value, scale, ATTENTION_CHUNK_SIZE)
         else:
             out = ops.dot_product_attention(
                 query,

@@ -7,12 +7,11 @@ from videomae_keras.layers.attention import MultiHeadSelfAttention
 
 
 def gelu(x):
-    """Exact GELU written as PyTorch computes it, 0.5 * x * (1 + erf(x / sqrt(2))).
+    """Exact (erf) GELU, as the reference uses, through the backend's own fused kernel.
 
-    TensorFlow's own exact GELU uses erfc, which ONNX has no operator for; this form exports
-    everywhere and follows the reference's arithmetic.
+    TensorFlow writes it with erfc, which ONNX lacks; `export.export_onnx` maps erfc to 1 - erf.
     """
-    return 0.5 * x * (1.0 + ops.erf(x * ops.cast(0.7071067811865476, x.dtype)))
+    return ops.gelu(x, approximate=False)
 
 
 @keras.saving.register_keras_serializable(package="videomae_keras")

@@ -3,7 +3,8 @@
 `VideoMAEAdamW` follows torch.optim.AdamW step for step (decoupled weight decay multiplied by
 the learning rate, bias corrections, epsilon added after the square root), with two things
 torch gets from parameter groups: a learning-rate scale per variable (layer-wise decay) and
-no weight decay on 1-D variables (biases, norms, q/v biases) and the mask token.
+no weight decay on 1-D variables (biases, norms, q/v biases) and the mask token. On torch
+the step runs in place (`torch_adamw.py`), the same arithmetic.
 """
 
 import math
@@ -71,6 +72,15 @@ class VideoMAEAdamW(keras.optimizers.Optimizer):
         correction = ops.sqrt(1.0 - ops.power(ops.cast(self.beta_2, dtype), step))
         denominator = ops.sqrt(v) / correction + self.epsilon
         self.assign_sub(variable, step_size * m / denominator)
+
+    def _backend_update_step(self, grads, trainable_variables, learning_rate):
+        # torch runs update_step out of place, a fresh tensor per operation, five times slower
+        # than in place; jax and tensorflow fuse update_step under XLA.
+        if keras.backend.backend() == "torch":
+            from videomae_keras.training.torch_adamw import adamw_inplace_step
+
+            return adamw_inplace_step(self, grads, trainable_variables, learning_rate)
+        return super()._backend_update_step(grads, trainable_variables, learning_rate)
 
     def get_config(self):
         config = super().get_config()
