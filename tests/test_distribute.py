@@ -24,7 +24,10 @@ def test_two_devices_match_one():
     result = json.loads(process.stdout.strip().splitlines()[-1])
     assert len(result["devices"]) == 2
     np.testing.assert_allclose(result["loss_parallel"], result["loss_single"], rtol=1e-5)
-    assert result["max_weight_diff"] <= 1e-5
+    # Adam moves each weight by about lr (1e-3) per step whatever the gradient's size, so
+    # summation-order noise in a near-zero gradient can shift a weight by a small fraction of a
+    # step (1.2e-5 seen on jax); a replica training on its own half batch differs by whole steps.
+    assert result["max_weight_diff"] <= 1e-4
 
 
 def test_torch_says_it_is_not_supported():
