@@ -64,7 +64,8 @@ def fused_attention_is_fast():
     torch has one everywhere (scaled_dot_product_attention, flash on CPU too), and jax and
     tensorflow on GPU/TPU (cuDNN / Splash). On CPU, jax and tensorflow build the whole
     (heads, N, N) score matrix through a slow narrow-contraction dot; the attention layers
-    then take a query-chunked path instead (twice as fast for ViT-B at 16x224, measured).
+    then take a query-chunked path instead (per ViT-B layer at 16x224: 1.8x faster on
+    jax, 1.35x on tensorflow, measured).
     """
     backend = keras.backend.backend()
     if backend == "jax":
