@@ -1,5 +1,7 @@
 """Small helpers shared by the models and the loaders."""
 
+import functools
+
 import numpy as np
 
 import keras
@@ -58,6 +60,7 @@ def resolve_flash_attention(flash_attention):
     return flash_attention
 
 
+@functools.lru_cache(maxsize=None)
 def fused_attention_is_fast():
     """Whether `keras.ops.dot_product_attention` has a fused kernel where this model runs.
 
@@ -65,7 +68,8 @@ def fused_attention_is_fast():
     tensorflow on GPU/TPU (cuDNN / Splash). On CPU, jax and tensorflow build the whole
     (heads, N, N) score matrix through a slow narrow-contraction dot; the attention layers
     then take a query-chunked path instead (per ViT-B layer at 16x224: 1.8x faster on
-    jax, 1.35x on tensorflow, measured).
+    jax, 1.35x on tensorflow, measured). Cached: attention layers ask on every eager call,
+    and the backend and its devices are fixed for the process.
     """
     backend = keras.backend.backend()
     if backend == "jax":

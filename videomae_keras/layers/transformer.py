@@ -6,14 +6,6 @@ from keras import ops
 from videomae_keras.layers.attention import MultiHeadSelfAttention
 
 
-def gelu(x):
-    """Exact (erf) GELU, as the reference uses, through the backend's own fused kernel.
-
-    TensorFlow writes it with erfc, which ONNX lacks; `export.export_onnx` maps erfc to 1 - erf.
-    """
-    return ops.gelu(x, approximate=False)
-
-
 @keras.saving.register_keras_serializable(package="videomae_keras")
 class MLP(keras.layers.Layer):
     """fc1 -> exact (erf) GELU -> fc2 -> dropout, as in timm / the official code."""
@@ -51,7 +43,9 @@ class MLP(keras.layers.Layer):
 
     def call(self, x, training=None):
         # No dropout between the activation and fc2, as in the official Mlp.
-        x = gelu(self.fc1(x))
+        # exact (erf) GELU as the reference; TensorFlow's kernel uses erfc, which
+        # export.export_onnx maps to 1 - erf for ONNX
+        x = ops.gelu(self.fc1(x), approximate=False)
         return self.dropout(self.fc2(x), training=training)
 
     def compute_output_shape(self, input_shape):
