@@ -31,6 +31,24 @@ def median_seconds(function, repeats, warmup=1, min_seconds=0.0):
     return statistics.median(times), len(times)
 
 
+def paired_seconds(first, second, repeats, warmup=1):
+    """Times two functions in one process, alternating (first-second, then second-first, so
+    neither always runs warm): (median seconds of each, median of the per-pair ratios
+    second / first). Drift in the machine's speed moves both members of a pair alike."""
+    for _ in range(warmup):
+        first()
+        second()
+    times = ([], [])
+    for index in range(repeats):
+        order = (0, 1) if index % 2 == 0 else (1, 0)
+        for which in order:
+            start = time.perf_counter()
+            (first, second)[which]()
+            times[which].append(time.perf_counter() - start)
+    ratios = [b / a for a, b in zip(*times)]
+    return statistics.median(times[0]), statistics.median(times[1]), statistics.median(ratios)
+
+
 def peak_rss_mb():
     """This process's peak resident memory (MiB)."""
     import resource

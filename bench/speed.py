@@ -15,8 +15,14 @@ Cases (16 frames at 224x224, random weights: speed does not depend on their valu
 
 Variants: transformers (PyTorch eager, torch.inference_mode for inference); jax and
 tensorflow (jit_compile: XLA); torch (eager); torch-compile (jit_compile=True, i.e.
-torch.compile; ft-B-b1 only, since compiling takes minutes per case on 2 cores). Every variant runs in its own process. Prints a table per case (median
-seconds, clips per second, ratio to transformers) and writes bench/results/speed.json.
+torch.compile; ft-B-b1 only, since compiling takes minutes per case on 2 cores). Every
+variant runs in its own process. Prints a table per case (median seconds, clips per second,
+ratio to transformers) and writes bench/results/speed.json.
+
+Paired rows: the torch worker also times transformers in its own process for the target
+cases (ft-B-b1, ft-B-b4, train-B-b2), alternating calls. Both use the same PyTorch, and the
+machine's speed drifts by up to 10% between processes, so these same-process ratios are the
+ones to read against a 1.0x target.
 """
 
 import argparse
@@ -36,6 +42,8 @@ QUICK_CASES = ("ft-S-b1", "ft-B-b1", "pt-B-b1", "train-B-b2")
 # within COMPILE_TIMEOUT seconds (compiling included), and has no memory row.
 COMPILE_CASES = ("ft-B-b1",)
 COMPILE_TIMEOUT = 1200
+# Cases the torch worker also times against transformers in the same process, alternating.
+PAIRED_CASES = ("ft-B-b1", "ft-B-b4", "train-B-b2")
 FRAMES, SIZE, MASK_RATIO = 16, 224, 0.9
 
 
@@ -72,11 +80,10 @@ def _keras_model(kind, size):
     return getattr(factories, f"VideoMAE_ViT{size}16PT")(mask_ratio=MASK_RATIO)
 
 
-def _keras_case(variant, case, repeats):
-    """Median seconds of our model for one case on this process's backend."""
+def _keras_step(variant, case):
+    """(model, a no-argument function running one call of the case) on this backend."""
     import numpy as np
 
-    import keras
     from videomae_keras.training.optimizers import pretraining_optimizer
 
     kind, size, batch = parse_case(case)
@@ -96,10 +103,26 @@ def _keras_case(variant, case, repeats):
     if kind != "train":
         out = np.asarray(out)
         assert np.isfinite(out).all(), "non-finite output"
+    return model, step
+
+
+def _keras_case(variant, case, repeats):
+    """(median seconds, runs) of our model for one case on this process's backend; for the
+    torch variant and a paired case, also the same-process comparison with transformers."""
+    import keras
+
+    model, step = _keras_step(variant, case)
     seconds, runs = _common.median_seconds(step, repeats, warmup=1)
+    paired = None
+    if variant == "torch" and case in PAIRED_CASES:
+        reference = _transformers_step(case)
+        ref_seconds, our_seconds, ratio = _common.paired_seconds(reference, step, repeats)
+        paired = {"paired_ratio": ratio, "paired_seconds": our_seconds,
+                  "paired_transformers_seconds": ref_seconds, "paired_runs": repeats}
+        del reference
     del model
     keras.backend.clear_session()
-    return seconds, runs
+    return seconds, runs, paired
 
 
 def _transformers_model(kind, size):
@@ -120,13 +143,12 @@ def _transformers_model(kind, size):
     return cls(hf_config)
 
 
-def _transformers_case(case, repeats):
+def _transformers_step(case):
+    """A no-argument function running one call of the case on transformers' model."""
     import numpy as np
     import torch
 
     kind, size, batch = parse_case(case)
-    if kind == "int8":
-        return None, 0
     model = _transformers_model(kind, size)
     video, mask = _inputs(size, batch, kind)
     pixels = torch.from_numpy(np.ascontiguousarray(video.transpose(0, 1, 4, 2, 3)))
@@ -151,8 +173,13 @@ def _transformers_case(case, repeats):
                 return model(pixel_values=pixels, bool_masked_pos=masks).logits
 
     step()
-    seconds, runs = _common.median_seconds(step, repeats, warmup=1)
-    return seconds, runs
+    return step
+
+
+def _transformers_case(case, repeats):
+    if parse_case(case)[0] == "int8":
+        return None, 0
+    return _common.median_seconds(_transformers_step(case), repeats, warmup=1)
 
 
 def _memory(variant):
@@ -187,16 +214,17 @@ def worker(variant, cases, repeats):
     if cases == ["memory"]:
         return {"memory": _memory(variant)}
     for case in cases:
+        paired = None
         try:
             if variant == "transformers":
                 seconds, runs = _transformers_case(case, repeats)
             else:
-                seconds, runs = _keras_case(variant, case, repeats)
+                seconds, runs, paired = _keras_case(variant, case, repeats)
         except Exception as error:  # one failing case must not hide the others
             results[case] = {"error": f"{type(error).__name__}: {error}"[:300]}
             continue
         if seconds is not None:
-            results[case] = {"seconds": seconds, "runs": runs}
+            results[case] = {"seconds": seconds, "runs": runs, **(paired or {})}
     return results
 
 
@@ -293,6 +321,15 @@ def render(payload):
                                              ("clips_per_s", "clips/s"),
                                              ("ratio", "x transformers"),
                                              ("error", "error")])]
+    paired = [r for r in payload["rows"] if "paired_ratio" in r]
+    if paired:
+        parts += ["", "Same process, alternating calls (torch and transformers share one "
+                  "PyTorch; median of the per-pair ratios):", "",
+                  _common.table(paired, [("case", "case"), ("backend", "variant"),
+                                         ("paired_seconds", "median s"),
+                                         ("paired_transformers_seconds",
+                                          "transformers median s"),
+                                         ("paired_ratio", "x transformers")])]
     if payload.get("pt_over_ft"):
         parts += ["", "Pretraining forward (90% masked) over fine-tuned forward, ViT-B:", "",
                   _common.table(payload["pt_over_ft"], [("backend", "variant"),

@@ -57,3 +57,31 @@ def test_scripts_explain_themselves(script):
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert "usage" in done.stdout.lower()
+
+
+def test_paired_timing_alternates_and_takes_per_pair_ratios(monkeypatch):
+    clock, calls = [0.0], []
+
+    def ticking(name, seconds):
+        def function():
+            calls.append(name)
+            clock[0] += seconds.pop(0) if isinstance(seconds, list) else seconds
+        return function
+
+    monkeypatch.setattr(_common.time, "perf_counter", lambda: clock[0])
+    # the machine slows down 2x after two pairs: both members of a pair see it
+    first = ticking("a", [1.0, 1.0, 1.0, 2.0, 2.0])
+    second = ticking("b", [1.5, 1.5, 1.5, 3.0, 3.0])
+    a, b, ratio = _common.paired_seconds(first, second, repeats=4, warmup=1)
+    assert calls == ["a", "b", "a", "b", "b", "a", "a", "b", "b", "a"]
+    assert (a, b) == (1.5, 2.25) and ratio == 1.5
+
+
+def test_paired_rows_get_their_own_table():
+    payload = {"rows": [{"case": "ft-B-b1", "backend": "torch", "seconds": 2.0,
+                         "paired_ratio": 0.97, "paired_seconds": 1.9,
+                         "paired_transformers_seconds": 1.96}],
+               "pt_over_ft": [], "memory": []}
+    text = speed.render(payload)
+    assert "Same process, alternating calls" in text
+    assert "| ft-B-b1 | torch | 1.9 | 1.96 | 0.97 |" in text

@@ -83,6 +83,15 @@ def test_chunked_attention_matches_torch_sdpa(chunk_size):
     np.testing.assert_allclose(_np(out), ref, atol=2e-6)
 
 
+def test_chunk_size_keeps_the_score_block_size():
+    from videomae_keras.layers.attention import attention_chunk_size
+
+    assert attention_chunk_size(1, 12, 3072) == 256  # ViT-B, batch 1
+    assert attention_chunk_size(4, 6, 3072) == 128  # ViT-S, batch 4
+    assert attention_chunk_size(None, 12, 3072) == 256  # unknown batch: as batch 1
+    assert attention_chunk_size(64, 16, 3072) == 3 and attention_chunk_size(999, 16, 8) == 1
+
+
 def test_attention_takes_the_chunked_path_on_cpu_xla_only():
     from videomae_keras.utils import fused_attention_is_fast
 
@@ -95,7 +104,7 @@ def test_attention_matches_reference_with_q_and_v_bias_only(path, monkeypatch):
     from videomae_keras.layers import attention
 
     monkeypatch.setattr(attention, "fused_attention_is_fast", lambda: path == "fused")
-    monkeypatch.setattr(attention, "ATTENTION_CHUNK_SIZE", 3)
+    monkeypatch.setattr(attention, "ATTENTION_BLOCK_ROWS", 18)  # 3 queries a block here
     layer = layers.MultiHeadSelfAttention(12, 3)
     x = RNG.standard_normal((2, 7, 12)).astype("float32")
     layer.build(x.shape)

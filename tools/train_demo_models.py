@@ -88,6 +88,19 @@ def reconstruction_losses(model, samples, train_colour, seed=0):
     return {name: float(np.mean(values)) for name, values in errors.items()}
 
 
+def _arguments_that_matter():
+    """This run's arguments without --work (a scratch folder: it changes no result, and a
+    local path does not belong in the shipped report)."""
+    args, kept = sys.argv[1:], []
+    while args:
+        arg = args.pop(0)
+        if arg == "--work":
+            args = args[1:]
+        elif not arg.startswith("--work="):
+            kept.append(arg)
+    return kept
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--work", help="folder for the data set and runs (default: temporary)")
@@ -149,7 +162,7 @@ def main():
     _write(os.path.join(samples, "demo_clip.mp4"),
            render_clip(label, np.random.default_rng(10_000 + args.seed), 32, 48, 64))
     report = {
-        "command": "python tools/train_demo_models.py " + " ".join(sys.argv[1:]),
+        "command": " ".join(["python tools/train_demo_models.py"] + _arguments_that_matter()),
         "backend": keras.backend.backend(),
         "machine": f"{platform.machine()}, {os.cpu_count()} cores",
         "data": {"classes": list(MOTION_CLASSES), "train_videos": len(train),

@@ -28,20 +28,33 @@ def _background(rng, height, width):
     return np.clip(128 + 30 * image, 0, 255).astype(np.uint8)
 
 
+def _start(rng, extent, direction, radius, travel):
+    """A start coordinate along one axis: anywhere for no motion along it, otherwise one that
+    keeps the whole path inside the frame, or centres the path when it cannot."""
+    if direction == 0:
+        return rng.uniform(radius, extent - radius)
+    low, high = ((radius, extent - radius - travel) if direction > 0 else
+                 (radius + travel, extent - radius))
+    if high < low:
+        return (extent - direction * travel) / 2
+    return rng.uniform(low, high)
+
+
 def render_clip(label, rng, frames=32, height=48, width=64):
-    """(frames, H, W, 3) uint8 RGB: a disc or square of random colour and size crossing a
-    textured background (colour gratings) in direction `label` (see MOTION_CLASSES)."""
+    """(frames, H, W, 3) uint8 RGB: a disc or square of random colour crossing a textured
+    background (colour gratings) in direction `label` (see MOTION_CLASSES).
+
+    The shape is large (radius 12-17 px, moving 0.8-1.6 px per frame): whatever patches a
+    tube mask hides, parts of it stay visible in most frames, so a reconstruction model can
+    place it in the hidden ones. Its colour, size and form carry nothing about the class.
+    """
     background = _background(rng, height, width)
     dx, dy = _DIRECTIONS[label]
-    radius = int(rng.integers(7, 12))
+    radius = int(rng.integers(12, 18))
     speed = rng.uniform(0.8, 1.6)
     travel = speed * (frames - 1)
-    x0 = rng.uniform(radius, width - radius) if dx == 0 else (
-        rng.uniform(radius, max(radius + 1, width - radius - travel)) if dx > 0 else
-        rng.uniform(min(width - radius - 1, radius + travel), width - radius))
-    y0 = rng.uniform(radius, height - radius) if dy == 0 else (
-        rng.uniform(radius, max(radius + 1, height - radius - travel)) if dy > 0 else
-        rng.uniform(min(height - radius - 1, radius + travel), height - radius))
+    x0 = _start(rng, width, dx, radius, travel)
+    y0 = _start(rng, height, dy, radius, travel)
     # a colour far from the mid-grey background in every channel, so the shape stands out
     colour = tuple(int(c) for c in np.where(rng.random(3) < 0.5, rng.integers(0, 40, 3),
                                             rng.integers(216, 256, 3)))
