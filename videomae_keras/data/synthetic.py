@@ -32,6 +32,8 @@ def _start(rng, extent, direction, radius, travel):
     """A start coordinate along one axis: anywhere for no motion along it, otherwise one that
     keeps the whole path inside the frame, or centres the path when it cannot."""
     if direction == 0:
+        if extent < 2 * radius:  # a frame smaller than the shape: centre it
+            return extent / 2
         return rng.uniform(radius, extent - radius)
     low, high = ((radius, extent - radius - travel) if direction > 0 else
                  (radius + travel, extent - radius))
