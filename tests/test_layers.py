@@ -84,12 +84,14 @@ def test_chunked_attention_matches_torch_sdpa(chunk_size):
 
 
 def test_chunk_size_keeps_the_score_block_size():
+    from videomae_keras.layers import attention
     from videomae_keras.layers.attention import attention_chunk_size
 
-    assert attention_chunk_size(1, 12, 3072) == 256  # ViT-B, batch 1
-    assert attention_chunk_size(4, 6, 3072) == 128  # ViT-S, batch 4
-    assert attention_chunk_size(None, 12, 3072) == 256  # unknown batch: as batch 1
-    assert attention_chunk_size(64, 16, 3072) == 3 and attention_chunk_size(999, 16, 8) == 1
+    assert attention.ATTENTION_BLOCK_ROWS == 3072
+    assert attention_chunk_size(1, 12) == 256  # ViT-B, batch 1
+    assert attention_chunk_size(4, 6) == 128  # ViT-S, batch 4
+    assert attention_chunk_size(None, 12) == 256  # unknown batch: as batch 1
+    assert attention_chunk_size(64, 16) == 3 and attention_chunk_size(999, 16) == 1
 
 
 def test_attention_takes_the_chunked_path_on_cpu_xla_only():

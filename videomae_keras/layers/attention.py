@@ -11,13 +11,12 @@ from videomae_keras.utils import fused_attention_is_fast, resolve_flash_attentio
 ATTENTION_BLOCK_ROWS = 3072
 
 
-def attention_chunk_size(batch, num_heads, block_rows=None):
+def attention_chunk_size(batch, num_heads):
     """Queries per `chunked_attention` block for a (static or None) batch size."""
-    rows = ATTENTION_BLOCK_ROWS if block_rows is None else block_rows
-    return max(1, rows // ((batch or 1) * num_heads))
+    return max(1, ATTENTION_BLOCK_ROWS // ((batch or 1) * num_heads))
 
 
-def chunked_attention(query, key, value, scale, chunk_size=256):
+def chunked_attention(query, key, value, scale, chunk_size):
     """Softmax attention over (B, N, heads, head_dim) inputs, a block of queries at a time.
 
     Heads-major matmuls and a float32 softmax per block of `chunk_size` queries: the same
