@@ -5,7 +5,9 @@ Usage: python tools/test_all_backends.py [--backends jax,torch] [--serial] [pyte
 
 Keras picks its backend once per process, so each backend gets its own pytest run. The runs
 go side by side (each backend's output is shown when it finishes) unless --serial. The exit
-status is non-zero if any backend fails.
+status is non-zero if any backend fails. Each run's pytest temporary files (about 2 GB of
+checkpoints for the full-size parity tests) go to a scratch folder removed at the end, unless
+--basetemp is given.
 """
 
 import argparse
@@ -38,18 +40,34 @@ def main():
 
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     reports = tempfile.mkdtemp(prefix="parity-")
+    try:
+        results = _run(args, backends, pytest_args, root, reports)
+        print_parity_table(reports, backends)
+    finally:
+        shutil.rmtree(reports, ignore_errors=True)
+    print("\n===== summary =====")
+    for backend, code, seconds in results:
+        status = "passed" if code == 0 else f"FAILED (exit {code})"
+        print(f"{backend:<11} {status:<18} {seconds / 60:5.1f} min")
+    return 0 if all(code == 0 for _, code, _ in results) else 1
+
+
+def _run(args, backends, pytest_args, root, reports):
+    """Runs pytest per backend, serially or side by side; returns (backend, exit code, seconds)."""
     results = []
     if args.serial:
         for backend in backends:
             print(f"\n===== KERAS_BACKEND={backend} =====", flush=True)
             start = time.time()
-            code = subprocess.call(_command(pytest_args), cwd=root, env=_env(backend, reports, backends))
+            code = subprocess.call(_command(pytest_args, reports, backend), cwd=root,
+                                   env=_env(backend, reports, backends))
             results.append((backend, code, time.time() - start))
     else:
         running = []
         for backend in backends:
             log = tempfile.TemporaryFile(mode="w+", encoding="utf-8")
-            process = subprocess.Popen(_command(pytest_args), cwd=root, env=_env(backend, reports, backends),
+            process = subprocess.Popen(_command(pytest_args, reports, backend), cwd=root,
+                                       env=_env(backend, reports, backends),
                                        stdout=log, stderr=subprocess.STDOUT)
             running.append((backend, process, log, time.time()))
         finished = {}
@@ -65,18 +83,15 @@ def main():
             sys.stdout.write(log.read())
             sys.stdout.flush()
             results.append((backend, code, seconds))
-    print_parity_table(reports, backends)
-    shutil.rmtree(reports, ignore_errors=True)
-    print("\n===== summary =====")
-    for backend, code, seconds in results:
-        status = "passed" if code == 0 else f"FAILED (exit {code})"
-        print(f"{backend:<11} {status:<18} {seconds / 60:5.1f} min")
-    return 0 if all(code == 0 for _, code, _ in results) else 1
+    return results
 
 
-def _command(pytest_args):
+def _command(pytest_args, reports, backend):
+    """pytest's command line; its temporary files go under `reports` (removed at the end)."""
+    own_basetemp = any(a == "--basetemp" or a.startswith("--basetemp=") for a in pytest_args)
+    scratch = [] if own_basetemp else ["--basetemp", os.path.join(reports, f"tmp-{backend}")]
     return [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--durations=20",
-            *pytest_args]
+            *scratch, *pytest_args]
 
 
 def _env(backend, reports, backends):
