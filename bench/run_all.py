@@ -1,7 +1,8 @@
 #!/usr/bin/env python
 """The whole benchmark suite in one command: model speed and memory (speed.py), int8
-accuracy (quantize.py) and pre-processing (preprocess.py), each side by side with
-transformers, then the tables into bench/results/SUMMARY.md and the README.
+accuracy (quantize.py), pre-processing (preprocess.py) and eager torch's per-block dispatch
+cost (dispatch.py), each side by side with transformers, then the tables into
+bench/results/SUMMARY.md and the README.
 
 Usage: python bench/run_all.py [--quick] [--no-readme]
 
@@ -18,6 +19,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import _common  # noqa: E402
+import dispatch  # noqa: E402
 import quantize  # noqa: E402
 import speed  # noqa: E402
 
@@ -38,7 +40,7 @@ def _load(name):
         return json.load(f)
 
 
-def summary(speed_payload, quantize_payload, preprocess_payload):
+def summary(speed_payload, quantize_payload, preprocess_payload, dispatch_payload):
     """All tables as one Markdown text."""
     info = speed_payload["machine"]
     versions = ", ".join(f"{k} {info[k]}" for k in ("keras", "jax", "tensorflow", "torch",
@@ -52,7 +54,8 @@ def summary(speed_payload, quantize_payload, preprocess_payload):
              "", _common.table(
                  [dict(r, ratio=1 / r["speedup_vs_transformers"])
                   for r in preprocess_payload["rows"]],
-                 [("method", "method"), ("seconds", "median s"), ("ratio", "x transformers")])]
+                 [("method", "method"), ("seconds", "median s"), ("ratio", "x transformers")]),
+             "", dispatch.render(dispatch_payload)]
     return "\n".join(lines) + "\n"
 
 
@@ -82,7 +85,8 @@ def main():
         _run("speed.py", ["--quick"] if args.quick else [])
         _run("quantize.py", ["--clips", "64"] if args.quick else [])
         _run("preprocess.py", ["--repeats", "5"] if args.quick else [])
-    text = summary(_load("speed"), _load("quantize"), _load("preprocess"))
+        _run("dispatch.py", ["--repeats", "50"] if args.quick else [])
+    text = summary(_load("speed"), _load("quantize"), _load("preprocess"), _load("dispatch"))
     path = os.path.join(_common.RESULTS, "SUMMARY.md")
     with open(path + ".tmp", "w", encoding="utf-8") as f:
         f.write(text)

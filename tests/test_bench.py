@@ -11,6 +11,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "bench"))
 
 import _common  # noqa: E402
+import dispatch  # noqa: E402
 import run_all as bench_all  # noqa: E402
 import speed  # noqa: E402
 
@@ -51,7 +52,7 @@ def test_the_repository_readme_has_the_block():
 
 
 @pytest.mark.parametrize("script", ["run_all.py", "speed.py", "quantize.py",
-                                    "preprocess.py"])
+                                    "preprocess.py", "dispatch.py"])
 def test_scripts_explain_themselves(script):
     done = subprocess.run([sys.executable, os.path.join(ROOT, "bench", script), "--help"],
                           capture_output=True, text=True, timeout=120)
@@ -85,3 +86,10 @@ def test_paired_rows_get_their_own_table():
     text = speed.render(payload)
     assert "Same process, alternating calls" in text
     assert "| ft-B-b1 | torch | 1.9 | 1.96 | 0.97 |" in text
+
+
+def test_dispatch_table_shows_the_extra_time_per_block():
+    payload = {"rows": [{"tokens": 157, "seconds": 0.031, "transformers_seconds": 0.0255,
+                         "extra_ms": 5.5, "ratio": 1.21, "pairs": 50}]}
+    text = dispatch.render(payload)
+    assert "| 157 | 0.031 | 0.0255 | 5.5 | 1.21 |" in text

@@ -166,6 +166,21 @@ def test_block_with_layer_scale_and_epsilon():
     np.testing.assert_allclose(_np(block(x)), y, atol=1e-5)
 
 
+@pytest.mark.parametrize("rates", [dict(dropout_rate=0.5), dict(drop_path_rate=0.5)])
+def test_block_dropout_and_drop_path_act_in_training_only(rates):
+    """The block skips its idle dropout layers (an eager-torch saving), never active ones."""
+    quiet = layers.TransformerBlock(8, 2, 16)
+    noisy = layers.TransformerBlock(8, 2, 16, **rates)
+    x = RNG.standard_normal((16, 5, 8)).astype("float32")
+    quiet.build(x.shape)
+    noisy.build(x.shape)
+    noisy.set_weights(quiet.get_weights())
+    clean = _np(quiet(x))
+    np.testing.assert_array_equal(_np(quiet(x, training=True)), clean)
+    np.testing.assert_array_equal(_np(noisy(x, training=False)), clean)
+    assert not np.allclose(_np(noisy(x, training=True)), clean, atol=1e-3)
+
+
 @pytest.mark.parametrize(
     "make, inputs",
     [

@@ -128,8 +128,8 @@ class MultiHeadSelfAttention(keras.layers.Layer):
                 scale=scale,
                 flash_attention=resolve_flash_attention(self.flash_attention),
             )
-        out = ops.reshape(out, (-1, num_tokens, self.hidden_dim))
-        return self.dropout(self.proj(out), training=training)
+        out = self.proj(ops.reshape(out, (-1, num_tokens, self.hidden_dim)))
+        return self.dropout(out, training=True) if training and self.dropout_rate > 0 else out
 
     def compute_output_shape(self, input_shape):
         return input_shape
