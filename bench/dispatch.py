@@ -21,7 +21,7 @@ import _common  # noqa: E402
 
 
 def measure(tokens, repeats):
-    """(ours, transformers, ratio) median seconds for one ViT-B block on (1, tokens, 768)."""
+    """(transformers s, ours s, median ours/transformers) for one ViT-B block, (1, tokens, 768)."""
     import numpy as np
     import torch
     import transformers
