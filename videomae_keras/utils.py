@@ -39,6 +39,12 @@ def concrete_numpy(x):
         return None
 
 
+def dropout_if_active(layer, x, training):
+    """`layer(x)` for a Dropout or DropPath layer that acts (training, rate > 0), else x: an
+    idle Keras layer call still costs about 0.2 ms in eager torch, 4 of a block's 13 calls."""
+    return layer(x, training=True) if training and layer.rate > 0 else x
+
+
 def static_shape(x):
     """The shape of `x` as a tuple (None where unknown) for any backend's tensors and arrays."""
     shape = getattr(x, "shape", None)

@@ -3,7 +3,11 @@
 import keras
 from keras import ops
 
-from videomae_keras.utils import fused_attention_is_fast, resolve_flash_attention
+from videomae_keras.utils import (
+    dropout_if_active,
+    fused_attention_is_fast,
+    resolve_flash_attention,
+)
 
 # Score rows per block in `chunked_attention`, over batch x heads x queries: 12 heads x 256
 # queries, the fastest for ViT-B at batch 1 on CPU. Larger batches get fewer queries per
@@ -129,7 +133,7 @@ class MultiHeadSelfAttention(keras.layers.Layer):
                 flash_attention=resolve_flash_attention(self.flash_attention),
             )
         out = self.proj(ops.reshape(out, (-1, num_tokens, self.hidden_dim)))
-        return self.dropout(out, training=True) if training and self.dropout_rate > 0 else out
+        return dropout_if_active(self.dropout, out, training)
 
     def compute_output_shape(self, input_shape):
         return input_shape
