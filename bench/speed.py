@@ -15,14 +15,15 @@ Cases (16 frames at 224x224, random weights: speed does not depend on their valu
 
 Variants: transformers (PyTorch eager, torch.inference_mode for inference); jax and
 tensorflow (jit_compile: XLA); torch (eager); torch-compile (jit_compile=True, i.e.
-torch.compile; ft-B-b1 only, since compiling takes minutes per case on 2 cores). Every
-variant runs in its own process. Prints a table per case (median seconds, clips per second,
-ratio to transformers) and writes bench/results/speed.json.
+torch.compile; ft-B-b1 and train-B-b2 only, since compiling takes minutes per case on 2
+cores: about 1 for ft-B-b1 and 8 for the train step). Every variant runs in its own
+process. Prints a table per case (median seconds, clips per second, ratio to transformers)
+and writes bench/results/speed.json.
 
-Paired rows: the torch worker also times transformers in its own process for the target
-cases (ft-B-b1, ft-B-b4, train-B-b2), alternating calls. Both use the same PyTorch, and the
-machine's speed drifts by up to 10% between processes, so these same-process ratios are the
-ones to read against a 1.0x target.
+Paired rows: the torch and torch-compile workers also time transformers in their own
+process for the target cases (ft-B-b1, ft-B-b4, train-B-b2), alternating calls. Both use the
+same PyTorch, and the machine's speed drifts by up to 10% between processes, so these
+same-process ratios are the ones to read against a 1.0x target.
 """
 
 import argparse
@@ -40,9 +41,9 @@ CASES = ("ft-S-b1", "ft-S-b4", "ft-B-b1", "ft-B-b4", "pt-B-b1", "pt-B-b4", "trai
 QUICK_CASES = ("ft-S-b1", "ft-B-b1", "pt-B-b1", "train-B-b2")
 # torch.compile takes minutes per case on 2 cores: the compiled variant times these only,
 # within COMPILE_TIMEOUT seconds (compiling included), and has no memory row.
-COMPILE_CASES = ("ft-B-b1",)
-COMPILE_TIMEOUT = 1200
-# Cases the torch worker also times against transformers in the same process, alternating.
+COMPILE_CASES = ("ft-B-b1", "train-B-b2")
+COMPILE_TIMEOUT = 2400
+# Cases the torch workers (eager and compiled) also time against transformers in the same process, alternating.
 PAIRED_CASES = ("ft-B-b1", "ft-B-b4", "train-B-b2")
 FRAMES, SIZE, MASK_RATIO = 16, 224, 0.9
 
@@ -108,13 +109,14 @@ def _keras_step(variant, case):
 
 def _keras_case(variant, case, repeats):
     """(median seconds, runs) of our model for one case on this process's backend; for the
-    torch variant and a paired case, also the same-process comparison with transformers."""
+    torch variants (eager, compiled) and a paired case, also the same-process comparison
+    with transformers."""
     import keras
 
     model, step = _keras_step(variant, case)
     seconds, runs = _common.median_seconds(step, repeats, warmup=1)
     paired = None
-    if variant == "torch" and case in PAIRED_CASES:
+    if _backend_of(variant) == "torch" and case in PAIRED_CASES:
         reference = _transformers_step(case)
         ref_seconds, our_seconds, ratio = _common.paired_seconds(reference, step, repeats)
         paired = {"paired_ratio": ratio, "paired_seconds": our_seconds,

@@ -83,6 +83,24 @@ def test_chunked_attention_matches_torch_sdpa(chunk_size):
     np.testing.assert_allclose(_np(out), ref, atol=2e-6)
 
 
+def test_chunked_attention_in_float16_normalises_before_the_value_matmul():
+    # float32 divides by the softmax sum after the value matmul; float16 keeps its matmul in
+    # float16, so it must normalise first: with equal scores and values near 3000, the
+    # unnormalised sum over 23 keys (~69000) would overflow.
+    import keras
+
+    from videomae_keras.layers.attention import chunked_attention
+
+    q = k = np.zeros((1, 23, 2, 8), "float16")
+    v = (3000 + 10 * RNG.standard_normal((1, 23, 2, 8))).astype("float16")
+    out = chunked_attention(q, k, v, scale=0.3, chunk_size=5)
+    assert keras.backend.standardize_dtype(out.dtype) == "float16"
+    out = _np(out).astype("float32")
+    assert np.isfinite(out).all()
+    expected = np.broadcast_to(v.astype("float32").mean(axis=1, keepdims=True), out.shape)
+    np.testing.assert_allclose(out, expected, rtol=2e-3)
+
+
 def test_chunk_size_keeps_the_score_block_size():
     from videomae_keras.layers import attention
     from videomae_keras.layers.attention import attention_chunk_size

@@ -31,11 +31,22 @@ def chunked_attention(query, key, value, scale, chunk_size):
     query = ops.transpose(query, (0, 2, 1, 3)) * ops.cast(scale, query.dtype)
     key_t = ops.transpose(key, (0, 2, 3, 1))
     value = ops.transpose(value, (0, 2, 1, 3))
+    deferred = keras.backend.standardize_dtype(value.dtype) == "float32"
     blocks = []
     for start in range(0, num_queries, chunk_size):
-        logits = ops.matmul(query[:, :, start : start + chunk_size], key_t)
-        probs = ops.cast(ops.softmax(ops.cast(logits, "float32"), axis=-1), value.dtype)
-        blocks.append(ops.matmul(probs, value))
+        logits = ops.cast(ops.matmul(query[:, :, start : start + chunk_size], key_t), "float32")
+        # softmax written out: exp(logits - max) / sum. In float32 the division waits until
+        # after the value matmul, on (chunk, head_dim) instead of (chunk, N): one pass over the
+        # scores fewer (about a tenth off the gradient on jax and tensorflow, 2-core CPU).
+        # Half precision normalises first and casts, so its value matmul stays in half
+        # precision without overflowing.
+        peak = ops.stop_gradient(ops.max(logits, axis=-1, keepdims=True))
+        weights = ops.exp(logits - peak)
+        total = ops.sum(weights, axis=-1, keepdims=True)
+        if deferred:
+            blocks.append(ops.matmul(weights, value) / total)
+        else:
+            blocks.append(ops.matmul(ops.cast(weights / total, value.dtype), value))
     out = blocks[0] if len(blocks) == 1 else ops.concatenate(blocks, axis=2)
     return ops.transpose(out, (0, 2, 1, 3))
 
