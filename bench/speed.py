@@ -43,7 +43,8 @@ QUICK_CASES = ("ft-S-b1", "ft-B-b1", "pt-B-b1", "train-B-b2")
 # within COMPILE_TIMEOUT seconds (compiling included), and has no memory row.
 COMPILE_CASES = ("ft-B-b1", "train-B-b2")
 COMPILE_TIMEOUT = 2400
-# Cases the torch workers (eager and compiled) also time against transformers in the same process, alternating.
+# Cases the torch workers (eager and compiled) also time against transformers in the same
+# process, alternating.
 PAIRED_CASES = ("ft-B-b1", "ft-B-b4", "train-B-b2")
 FRAMES, SIZE, MASK_RATIO = 16, 224, 0.9
 

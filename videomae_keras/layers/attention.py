@@ -25,7 +25,10 @@ def chunked_attention(query, key, value, scale, chunk_size):
 
     Heads-major matmuls and a float32 softmax per block of `chunk_size` queries: the same
     result as `keras.ops.dot_product_attention` without its full score matrix. Static slices,
-    so it traces under jit/XLA.
+    so it traces under jit/XLA. In float32 the softmax divides after the value matmul, on
+    (chunk, head_dim) rather than (chunk, N): one pass over the scores fewer, about a tenth
+    off the gradient on jax and tensorflow (2-core CPU). Half precision normalises first, so
+    its value matmul stays in half precision without overflowing.
     """
     num_queries = query.shape[1]
     query = ops.transpose(query, (0, 2, 1, 3)) * ops.cast(scale, query.dtype)
@@ -35,11 +38,6 @@ def chunked_attention(query, key, value, scale, chunk_size):
     blocks = []
     for start in range(0, num_queries, chunk_size):
         logits = ops.cast(ops.matmul(query[:, :, start : start + chunk_size], key_t), "float32")
-        # softmax written out: exp(logits - max) / sum. In float32 the division waits until
-        # after the value matmul, on (chunk, head_dim) instead of (chunk, N): one pass over the
-        # scores fewer (about a tenth off the gradient on jax and tensorflow, 2-core CPU).
-        # Half precision normalises first and casts, so its value matmul stays in half
-        # precision without overflowing.
         peak = ops.stop_gradient(ops.max(logits, axis=-1, keepdims=True))
         weights = ops.exp(logits - peak)
         total = ops.sum(weights, axis=-1, keepdims=True)
