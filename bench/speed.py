@@ -15,15 +15,17 @@ Cases (16 frames at 224x224, random weights: speed does not depend on their valu
 
 Variants: transformers (PyTorch eager, torch.inference_mode for inference); jax and
 tensorflow (jit_compile: XLA); torch (eager); torch-compile (jit_compile=True, i.e.
-torch.compile; ft-B-b1 and train-B-b2 only, since compiling takes minutes per case on 2
-cores: about 1 for ft-B-b1 and 8 for the train step). Every variant runs in its own
+torch.compile; ft-B-b1, ft-B-b4 and train-B-b2 only, since compiling takes minutes per case
+on 2 cores: about 1 for inference and 8 for the train step). Every variant runs in its own
 process. Prints a table per case (median seconds, clips per second, ratio to transformers)
 and writes bench/results/speed.json.
 
 Paired rows: the torch and torch-compile workers also time transformers in their own
 process for the target cases (ft-B-b1, ft-B-b4, train-B-b2), alternating calls. Both use the
-same PyTorch, and the machine's speed drifts by up to 10% between processes, so these
-same-process ratios are the ones to read against a 1.0x target.
+same PyTorch, and the machine's speed drifts by 10-30% between processes, so these
+same-process ratios are the ones to read against a 1.0x target. Likewise, where a run has
+both pt-B-bN and ft-B-bN, each variant's worker times the two models alternating in one
+process for the PT / FT ratio (a ptft-B-bN pseudo-case).
 """
 
 import argparse
@@ -41,7 +43,7 @@ CASES = ("ft-S-b1", "ft-S-b4", "ft-B-b1", "ft-B-b4", "pt-B-b1", "pt-B-b4", "trai
 QUICK_CASES = ("ft-S-b1", "ft-B-b1", "pt-B-b1", "train-B-b2")
 # torch.compile takes minutes per case on 2 cores: the compiled variant times these only,
 # within COMPILE_TIMEOUT seconds (compiling included), and has no memory row.
-COMPILE_CASES = ("ft-B-b1", "train-B-b2")
+COMPILE_CASES = ("ft-B-b1", "ft-B-b4", "train-B-b2")
 COMPILE_TIMEOUT = 2400
 # Cases the torch workers (eager and compiled) also time against transformers in the same
 # process, alternating.
@@ -179,6 +181,26 @@ def _transformers_step(case):
     return step
 
 
+def _pt_over_ft_case(variant, case, repeats):
+    """Pretraining over fine-tuned forward of one variant, both models timed alternating in
+    this process ('ptft-B-b1'): a ratio that the machine's drift between processes and over
+    minutes does not move."""
+    import keras
+
+    _, size, batch = parse_case(case)
+    ft_case, pt_case = f"ft-{size}-b{batch}", f"pt-{size}-b{batch}"
+    if variant == "transformers":
+        ft_step, pt_step = _transformers_step(ft_case), _transformers_step(pt_case)
+    else:
+        (_, ft_step), (_, pt_step) = _keras_step(variant, ft_case), _keras_step(variant, pt_case)
+    ft_seconds, pt_seconds, ratio = _common.paired_seconds(ft_step, pt_step, repeats)
+    del ft_step, pt_step
+    if variant != "transformers":
+        keras.backend.clear_session()
+    return {"ft_seconds": ft_seconds, "pt_seconds": pt_seconds, "pt_over_ft": ratio,
+            "runs": repeats}
+
+
 def _transformers_case(case, repeats):
     if parse_case(case)[0] == "int8":
         return None, 0
@@ -219,6 +241,9 @@ def worker(variant, cases, repeats):
     for case in cases:
         paired = None
         try:
+            if parse_case(case)[0] == "ptft":
+                results[case] = _pt_over_ft_case(variant, case, repeats)
+                continue
             if variant == "transformers":
                 seconds, runs = _transformers_case(case, repeats)
             else:
@@ -265,16 +290,25 @@ def main():
     unknown = sorted(set(variants) - set(VARIANTS))
     if unknown:
         parser.error(f"unknown variants {unknown}; choose from {', '.join(VARIANTS)}")
-    rows, memory = [], []
+    rows, memory, pt_vs_ft = [], [], []
     for variant in variants:
         compiled = variant == "torch-compile"
         variant_cases = [c for c in cases if c in COMPILE_CASES] if compiled else cases
         if not variant_cases:
             continue
-        print(f"[{variant}] {', '.join(variant_cases)} ...", file=sys.stderr, flush=True)
+        same_process = [] if compiled else [
+            f"ptft-B-b{b}" for b in (1, 4) if f"pt-B-b{b}" in cases and f"ft-B-b{b}" in cases]
+        print(f"[{variant}] {', '.join(variant_cases + same_process)} ...", file=sys.stderr,
+              flush=True)
         answer = _run(script, variant,
-                      ["--cases", ",".join(variant_cases), "--repeats", str(repeats)],
+                      ["--cases", ",".join(variant_cases + same_process),
+                       "--repeats", str(repeats)],
                       timeout=COMPILE_TIMEOUT if compiled else 3600)
+        for case in same_process:
+            result = answer.get(case, {"error": answer.get("error", "not run")})
+            pt_vs_ft.append({"backend": variant, "batch": parse_case(case)[2],
+                             "same_process": result.get("pt_over_ft"),
+                             **({"error": result["error"]} if "error" in result else {})})
         for case in variant_cases:
             result = answer.get(case, {"error": answer.get("error", "not run")})
             kind, size, batch = parse_case(case)
@@ -289,14 +323,11 @@ def main():
             memory.append({"backend": variant, **answer.get("memory", answer)})
     # int8 rows compare with transformers' float32 model (it has no int8 path)
     _common.add_ratios(rows, reference_case={"int8-B-b1": "ft-B-b1"})
-    pt_vs_ft = []
-    for variant in variants:
-        for batch in (1, 4):
-            pt = _find(rows, f"pt-B-b{batch}", variant)
-            ft = _find(rows, f"ft-B-b{batch}", variant)
-            if pt and ft:
-                pt_vs_ft.append({"backend": variant, "batch": batch,
-                                 "pt_over_ft": pt["seconds"] / ft["seconds"]})
+    for row in pt_vs_ft:  # the ratio of the separately timed cases, beside the paired one
+        pt = _find(rows, f"pt-B-b{row['batch']}", row["backend"])
+        ft = _find(rows, f"ft-B-b{row['batch']}", row["backend"])
+        if pt and ft:
+            row["pt_over_ft"] = pt["seconds"] / ft["seconds"]
     payload = {"machine": _common.machine(), "frames": FRAMES, "image_size": SIZE,
                "mask_ratio": MASK_RATIO, "repeats": repeats, "rows": rows,
                "pt_over_ft": pt_vs_ft, "memory": memory,
@@ -334,10 +365,14 @@ def render(payload):
                                           "transformers median s"),
                                          ("paired_ratio", "x transformers")])]
     if payload.get("pt_over_ft"):
-        parts += ["", "Pretraining forward (90% masked) over fine-tuned forward, ViT-B:", "",
+        parts += ["", "Pretraining forward (90% masked) over fine-tuned forward, ViT-B (same "
+                  "process: both models timed alternating in one process, median of the "
+                  "per-pair ratios; cases: the ratio of the two case rows above):", "",
                   _common.table(payload["pt_over_ft"], [("backend", "variant"),
                                                         ("batch", "batch"),
-                                                        ("pt_over_ft", "PT / FT")])]
+                                                        ("same_process", "PT / FT same process"),
+                                                        ("pt_over_ft", "PT / FT cases"),
+                                                        ("error", "error")])]
     if payload.get("memory"):
         parts += ["", "Peak RSS (MiB), fresh process, ViT-B/16 fine-tuned inference at batch 1:",
                   "", _common.table(payload["memory"], [("backend", "variant"),

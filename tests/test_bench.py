@@ -93,3 +93,28 @@ def test_dispatch_table_shows_the_extra_time_per_block():
                          "extra_ms": 5.5, "ratio": 1.21, "pairs": 50}]}
     text = dispatch.render(payload)
     assert "| 157 | 0.031 | 0.0255 | 5.5 | 1.21 |" in text
+
+
+def test_pt_over_ft_times_both_models_alternating_in_one_process(monkeypatch):
+    clock, built = [0.0], []
+
+    def fake_step(case):
+        built.append(case)
+        seconds = {"ft-B-b1": 4.0, "pt-B-b1": 1.0}[case]
+
+        def step():
+            clock[0] += seconds
+        return step
+
+    monkeypatch.setattr(_common.time, "perf_counter", lambda: clock[0])
+    monkeypatch.setattr(speed, "_transformers_step", fake_step)
+    result = speed.worker("transformers", ["ptft-B-b1"], repeats=3)["ptft-B-b1"]
+    assert built == ["ft-B-b1", "pt-B-b1"]
+    assert (result["ft_seconds"], result["pt_seconds"], result["pt_over_ft"]) == (4.0, 1.0, 0.25)
+
+
+def test_pt_over_ft_table_shows_the_same_process_ratio_beside_the_cases_one():
+    payload = {"rows": [], "memory": [],
+               "pt_over_ft": [{"backend": "torch", "batch": 1, "same_process": 0.231,
+                               "pt_over_ft": 0.344}]}
+    assert "| torch | 1 | 0.231 | 0.344 |" in speed.render(payload)

@@ -50,14 +50,20 @@ def test_position_embedding_adds_rows_and_gathers_positions():
 def test_tubelet_embedding_matches_torch_conv3d_token_order():
     layer = layers.TubeletEmbedding(8, patch_size=4, tubelet_size=2)
     video = RNG.standard_normal((2, 4, 8, 12, 3)).astype("float32")
+    layer.build(video.shape)
+    layer.proj.bias.assign(RNG.standard_normal(8).astype("float32"))
     tokens = _np(layer(video))
     kernel, bias = (_np(w) for w in layer.proj.weights)
     weight = torch.from_numpy(kernel.transpose(4, 3, 0, 1, 2).copy())  # -> (O, I, t, h, w)
     ref = F.conv3d(torch.from_numpy(video.transpose(0, 4, 1, 2, 3).copy()), weight,
                    torch.from_numpy(bias), stride=(2, 4, 4))
-    ref = ref.flatten(2).transpose(1, 2).numpy()  # token index t*H'W' + h*W' + w
+    ref = ref.flatten(2).transpose(1, 2)  # token index t*H'W' + h*W' + w
     assert tokens.shape == (2, 2 * 2 * 3, 8)
-    np.testing.assert_allclose(tokens, ref, atol=1e-5)
+    np.testing.assert_allclose(tokens, ref.numpy(), atol=1e-5)
+    # only some tokens, in a given order: the rows of the full embedding
+    index = np.array([[11, 0, 5], [3, 4, 10]], dtype="int32")
+    some = _np(layer(video, token_index=index))
+    np.testing.assert_allclose(some, ref[torch.arange(2)[:, None], index].numpy(), atol=1e-5)
 
 
 def _torch_attention(x, qkv_kernel, q_bias, v_bias, proj_kernel, proj_bias, heads):

@@ -43,7 +43,8 @@ class TubeletEmbedding(keras.layers.Layer):
     The weights are a Conv3D's with kernel = stride = (tubelet_size, patch_size, patch_size),
     the reference's layout; the call applies them as one matmul over flattened tubelets, the
     same linear map (on torch CPU a strided Conv3D takes about 4x longer at batch > 1 and
-    under autograd). Tokens come out (B, N, hidden_dim) in t, h, w order (w fastest).
+    under autograd). Tokens come out (B, N, hidden_dim) in t, h, w order (w fastest), or
+    only the tokens at `token_index` (masked pretraining embeds the visible ones alone).
     """
 
     def __init__(
@@ -104,11 +105,23 @@ class TubeletEmbedding(keras.layers.Layer):
         self.check_video_shape(input_shape)
         self.proj.build(input_shape)
 
-    def call(self, video):
+    def call(self, video, token_index=None):
+        """Tokens (B, N, D); with token_index (B, K), only those K tokens, in that order."""
         cubes = patchify(video, self.tubelet_size, self.patch_size, ops=ops)
         cubes = ops.reshape(cubes, (-1, cubes.shape[1], cubes.shape[2] * cubes.shape[3]))
+        if token_index is not None:
+            # Gathering the tubelets before the projection, not the tokens after it: the
+            # same rows, with the matmul done only for them (a tenth at 90% masking).
+            cubes = ops.take_along_axis(cubes, token_index[..., None], axis=1)
         kernel = ops.reshape(ops.cast(self.proj.kernel, cubes.dtype), (-1, self.hidden_dim))
         return ops.matmul(cubes, kernel) + ops.cast(self.proj.bias, cubes.dtype)
+
+    def compute_output_spec(self, video, token_index=None):
+        if token_index is not None:
+            shape = (video.shape[0], token_index.shape[1], self.hidden_dim)
+        else:
+            shape = self.compute_output_shape(video.shape)
+        return keras.KerasTensor(shape, dtype=self.compute_dtype)
 
     def compute_output_shape(self, input_shape):
         batch, frames, height, width, _ = input_shape

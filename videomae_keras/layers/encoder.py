@@ -116,12 +116,11 @@ class VideoMAEEncoder(keras.layers.Layer):
             self.norm.build(token_shape)
 
     def call(self, video, visible_index=None, training=None):
-        x = self.patch_embed(video)
         if visible_index is None:
-            x = self.pos_embed(x)
+            x = self.pos_embed(self.patch_embed(video))
         else:
-            num_tokens = x.shape[1]
-            x = ops.take_along_axis(x, visible_index[..., None], axis=1)
+            num_tokens = self.patch_embed.compute_output_shape(video.shape)[1]
+            x = self.patch_embed(video, token_index=visible_index)
             x = self.pos_embed(x, positions=visible_index, num_tokens=num_tokens)
         x = self.pos_drop(x, training=training)
         for block in self.blocks:
