@@ -39,12 +39,12 @@ def main():
         parser.error(f"unknown backend(s) {unknown}; choose from {', '.join(BACKENDS)}")
 
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    reports = tempfile.mkdtemp(prefix="parity-")
+    scratch = tempfile.mkdtemp(prefix="videomae-tests-")  # parity reports, pytest's temp files
     try:
-        results = _run(args, backends, pytest_args, root, reports)
-        print_parity_table(reports, backends)
+        results = _run(args, backends, pytest_args, root, scratch)
+        print_parity_table(scratch, backends)
     finally:
-        shutil.rmtree(reports, ignore_errors=True)
+        shutil.rmtree(scratch, ignore_errors=True)
     print("\n===== summary =====")
     for backend, code, seconds in results:
         status = "passed" if code == 0 else f"FAILED (exit {code})"
@@ -52,22 +52,22 @@ def main():
     return 0 if all(code == 0 for _, code, _ in results) else 1
 
 
-def _run(args, backends, pytest_args, root, reports):
+def _run(args, backends, pytest_args, root, scratch):
     """Runs pytest per backend, serially or side by side; returns (backend, exit code, seconds)."""
     results = []
     if args.serial:
         for backend in backends:
             print(f"\n===== KERAS_BACKEND={backend} =====", flush=True)
             start = time.time()
-            code = subprocess.call(_command(pytest_args, reports, backend), cwd=root,
-                                   env=_env(backend, reports, backends))
+            code = subprocess.call(_command(pytest_args, scratch, backend), cwd=root,
+                                   env=_env(backend, scratch, backends))
             results.append((backend, code, time.time() - start))
     else:
         running = []
         for backend in backends:
             log = tempfile.TemporaryFile(mode="w+", encoding="utf-8")
-            process = subprocess.Popen(_command(pytest_args, reports, backend), cwd=root,
-                                       env=_env(backend, reports, backends),
+            process = subprocess.Popen(_command(pytest_args, scratch, backend), cwd=root,
+                                       env=_env(backend, scratch, backends),
                                        stdout=log, stderr=subprocess.STDOUT)
             running.append((backend, process, log, time.time()))
         finished = {}
@@ -86,20 +86,20 @@ def _run(args, backends, pytest_args, root, reports):
     return results
 
 
-def _command(pytest_args, reports, backend):
-    """pytest's command line; its temporary files go under `reports` (removed at the end)."""
+def _command(pytest_args, scratch, backend):
+    """pytest's command line; its temporary files go under `scratch` (removed at the end)."""
     own_basetemp = any(a == "--basetemp" or a.startswith("--basetemp=") for a in pytest_args)
-    scratch = [] if own_basetemp else ["--basetemp", os.path.join(reports, f"tmp-{backend}")]
+    basetemp = [] if own_basetemp else ["--basetemp", os.path.join(scratch, f"tmp-{backend}")]
     return [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--durations=20",
-            *scratch, *pytest_args]
+            *basetemp, *pytest_args]
 
 
-def _env(backend, reports, backends):
+def _env(backend, scratch, backends):
     """Each run's environment; backend-independent tests (decoding, sampling) run in one."""
     independent = "torch" if "torch" in backends else backends[0]
     return dict(os.environ, KERAS_BACKEND=backend, TF_CPP_MIN_LOG_LEVEL="2",
                 VIDEOMAE_KERAS_INDEPENDENT_BACKEND=independent,
-                VIDEOMAE_PARITY_REPORT=os.path.join(reports, f"{backend}.jsonl"))
+                VIDEOMAE_PARITY_REPORT=os.path.join(scratch, f"{backend}.jsonl"))
 
 
 def print_parity_table(folder, backends):

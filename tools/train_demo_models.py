@@ -88,10 +88,10 @@ def reconstruction_losses(model, samples, train_colour, seed=0):
     return {name: float(np.mean(values)) for name, values in errors.items()}
 
 
-def _arguments_that_matter():
-    """This run's arguments without --work (a scratch folder: it changes no result, and a
-    local path does not belong in the shipped report)."""
-    args, kept = sys.argv[1:], []
+def _arguments_that_matter(argv):
+    """The command-line arguments `argv` without --work (a scratch folder: it changes no
+    result, and a local path does not belong in the shipped report)."""
+    args, kept = list(argv), []
     while args:
         arg = args.pop(0)
         if arg == "--work":
@@ -162,7 +162,8 @@ def main():
     _write(os.path.join(samples, "demo_clip.mp4"),
            render_clip(label, np.random.default_rng(10_000 + args.seed), 32, 48, 64))
     report = {
-        "command": " ".join(["python tools/train_demo_models.py"] + _arguments_that_matter()),
+        "command": " ".join(["python tools/train_demo_models.py",
+                             *_arguments_that_matter(sys.argv[1:])]),
         "backend": keras.backend.backend(),
         "machine": f"{platform.machine()}, {os.cpu_count()} cores",
         "data": {"classes": list(MOTION_CLASSES), "train_videos": len(train),
