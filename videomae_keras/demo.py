@@ -38,6 +38,7 @@ def run_demo(out="videomae-demo", overwrite=False, quiet=False):
     import keras
 
     from videomae_keras.atomic import check_writable
+    from videomae_keras.convert.loading import load_keras_model
     from videomae_keras.inference import predict_video
     from videomae_keras.progress import Stages
     from videomae_keras.reconstruction import reconstruct_video
@@ -50,15 +51,14 @@ def run_demo(out="videomae-demo", overwrite=False, quiet=False):
     with open(paths["report"], encoding="utf-8") as f:
         report = json.load(f)
     stages = Stages(4, enabled=not quiet)
-    classifier = stages.run("loading the tiny classifier", keras.saving.load_model,
-                            paths["classifier"], safe_mode=True)
+    classifier = stages.run("loading the tiny classifier", load_keras_model, paths["classifier"])
     prediction = stages.run(
         "classifying the sample clip", predict_video, classifier, paths["clip"],
         views=(2, 3), top_k=4, labels=paths["labels"], sampling="dense",
         sampling_rate=report["sampling_rate"],
     )
-    pretrainer = stages.run("loading the tiny pretraining model", keras.saving.load_model,
-                            paths["pretrainer"], safe_mode=True)
+    pretrainer = stages.run("loading the tiny pretraining model", load_keras_model,
+                            paths["pretrainer"])
     result = stages.run("reconstructing the sample clip", reconstruct_video, pretrainer,
                         paths["clip"], seed=0, sampling_rate=report["sampling_rate"])
     os.makedirs(out, exist_ok=True)

@@ -270,9 +270,7 @@ def load(name, progress=True, **overrides):
     Keyword overrides (num_frames, image_size, drop_path_rate, ...) rebuild the model with
     those arguments around the cached weights.
     """
-    import keras
-
-    from videomae_keras.convert.loading import from_pretrained
+    from videomae_keras.convert.loading import from_pretrained, load_keras_model, rebuild
 
     info = registry.entry(name)
     path = converted_path(name)
@@ -286,16 +284,14 @@ def load(name, progress=True, **overrides):
             model.save(temp)
     else:
         try:
-            model = keras.saving.load_model(path)
+            model = load_keras_model(path)
         except Exception as e:
             raise RuntimeError(
                 f"The converted model of {name} in the cache ({path}) cannot be loaded ({e}). "
                 f"Delete it (videomae_keras.hub.remove({name!r})) and it is converted again."
             ) from None
     if overrides:
-        rebuilt = type(model).from_config({**model.get_config(), **overrides})
-        rebuilt.set_weights(model.get_weights())
-        model = rebuilt
+        model = rebuild(model, **overrides)
     model.registry_entry = info
     return model
 

@@ -8,6 +8,7 @@ import warnings
 import numpy as np
 
 from videomae_keras import configs
+from videomae_keras.initializers import build_for_loading
 from videomae_keras.convert.checkpoint import (
     Checkpoint,
     CheckpointError,
@@ -164,17 +165,19 @@ def from_pretrained(source, task=None, *, strict=None, dtype=None, progress=None
             )
         return hub.load(source, progress=progress is not False, **overrides)
     plan = plan_model(source, task, dtype=dtype, **overrides)
-    model = build_model(plan.task, plan.kwargs)
     if strict is None:
         strict = plan.task == plan.natural_task
+    # a strict load assigns every weight: nothing to draw at random first
+    model = build_model(plan.task, plan.kwargs, initialize=not strict)
     callback = progress if callable(progress) else None
     report = load_pytorch_weights(model, plan.checkpoint, strict=strict, progress=callback)
     model.load_report = report
     return model
 
 
-def build_model(task, kwargs):
-    """The Keras model for a task from plain arguments."""
+def build_model(task, kwargs, initialize=True):
+    """The Keras model for a task from plain arguments. `initialize=False` skips the random
+    draws, for a model whose every weight is loaded next."""
     from videomae_keras import models
 
     cls = {
@@ -182,7 +185,26 @@ def build_model(task, kwargs):
         "pretrainer": models.VideoMAEPretrainer,
         "backbone": models.VideoMAEBackbone,
     }[task]
-    return cls(**kwargs)
+    return cls(**kwargs) if initialize else build_for_loading(cls, **kwargs)
+
+
+def load_keras_model(path):
+    """A `.keras` file in Keras' safe mode (no code runs), without drawing random weights that
+    the file then replaces."""
+    import keras
+
+    import videomae_keras  # noqa: F401  (registers the layers for deserialisation)
+
+    return build_for_loading(keras.saving.load_model, path, safe_mode=True)
+
+
+def rebuild(model, **overrides):
+    """A copy of a VideoMAE model with some constructor arguments changed (clip size, mask
+    ratio, drop path, class names, ...) and the same weights."""
+    config = {**model.get_config(), **overrides}
+    copy = build_for_loading(type(model).from_config, config)
+    copy.set_weights(model.get_weights())
+    return copy
 
 
 _CLASSIFIER_ONLY = ("num_classes", "use_mean_pooling", "fc_norm_epsilon")
@@ -351,7 +373,7 @@ def load_keras_file(path, architecture=None, task=None, dtype=None, **kwargs):
                 "apply to it (port the PyTorch checkpoint again to change them)."
             )
         try:
-            return keras.saving.load_model(path, safe_mode=True)
+            return load_keras_model(path)
         except Exception as e:
             raise ValueError(f"{path}: cannot load this .keras file ({_first_line(e)}).") from e
     if architecture is None:
@@ -362,7 +384,7 @@ def load_keras_file(path, architecture=None, task=None, dtype=None, **kwargs):
     factory = architecture_factory(architecture)
     if dtype is not None:
         kwargs["dtype"] = dtype
-    model = factory(**kwargs)
+    model = build_for_loading(factory, **kwargs)
     try:
         with warnings.catch_warnings():
             # Keras notes that functional models' bookkeeping containers hold no weights

@@ -3,6 +3,8 @@
 import keras
 from keras import ops
 
+from videomae_keras.initializers import for_weight
+from videomae_keras.layers.common import dense
 from videomae_keras.utils import (
     dropout_if_active,
     fused_attention_is_fast,
@@ -85,19 +87,9 @@ class MultiHeadSelfAttention(keras.layers.Layer):
         self.dropout_rate = float(dropout_rate)
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
         self.flash_attention = flash_attention
-        self.qkv = keras.layers.Dense(
-            3 * self.hidden_dim,
-            use_bias=False,
-            kernel_initializer=self.kernel_initializer,
-            dtype=self.dtype_policy,
-            name="qkv",
-        )
-        self.proj = keras.layers.Dense(
-            self.hidden_dim,
-            kernel_initializer=self.kernel_initializer,
-            dtype=self.dtype_policy,
-            name="proj",
-        )
+        self.qkv = dense(3 * self.hidden_dim, self.kernel_initializer, "qkv", self.dtype_policy,
+                         use_bias=False)
+        self.proj = dense(self.hidden_dim, self.kernel_initializer, "proj", self.dtype_policy)
         self.attention_dropout = keras.layers.Dropout(
             self.attention_dropout_rate, dtype=self.dtype_policy
         )
@@ -107,10 +99,10 @@ class MultiHeadSelfAttention(keras.layers.Layer):
         self.qkv.build(input_shape)
         if self.qv_bias:
             self.q_bias = self.add_weight(
-                shape=(self.hidden_dim,), initializer="zeros", name="q_bias"
+                shape=(self.hidden_dim,), initializer=for_weight("zeros"), name="q_bias"
             )
             self.v_bias = self.add_weight(
-                shape=(self.hidden_dim,), initializer="zeros", name="v_bias"
+                shape=(self.hidden_dim,), initializer=for_weight("zeros"), name="v_bias"
             )
         self.proj.build(tuple(input_shape[:-1]) + (self.hidden_dim,))
 

@@ -5,13 +5,11 @@ import numpy as np
 import keras
 from keras import ops
 
+from videomae_keras.initializers import TORCH_DEFAULT_KERNEL, for_weight, torch_default_bias
 from videomae_keras.patches import patchify
 
-# torch.nn.Conv3d's default init (kaiming_uniform with a=sqrt(5)): U(+-1/sqrt(fan_in)).
-TORCH_DEFAULT_KERNEL_INIT = {
-    "class_name": "VarianceScaling",
-    "config": {"scale": 1.0 / 3.0, "mode": "fan_in", "distribution": "uniform"},
-}
+# torch.nn.Conv3d's default kernel init (kaiming_uniform with a=sqrt(5)): U(+-1/sqrt(fan_in)).
+TORCH_DEFAULT_KERNEL_INIT = TORCH_DEFAULT_KERNEL
 
 
 # Tables by (num_tokens, dim). Layers fill this in build(), outside any trace, so jit tracers
@@ -45,6 +43,9 @@ class TubeletEmbedding(keras.layers.Layer):
     same linear map (on torch CPU a strided Conv3D takes about 4x longer at batch > 1 and
     under autograd). Tokens come out (B, N, hidden_dim) in t, h, w order (w fastest), or
     only the tokens at `token_index` (masked pretraining embeds the visible ones alone).
+
+    Initialised as the official Conv3d (torch's default): kernel and bias U(+-1/sqrt(fan_in)),
+    fan_in = channels x tubelet x patch x patch; `bias_initializer` replaces the bias draw.
     """
 
     def __init__(
@@ -54,6 +55,7 @@ class TubeletEmbedding(keras.layers.Layer):
         tubelet_size=2,
         num_channels=3,
         kernel_initializer=TORCH_DEFAULT_KERNEL_INIT,
+        bias_initializer=None,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -62,14 +64,18 @@ class TubeletEmbedding(keras.layers.Layer):
         self.tubelet_size = int(tubelet_size)
         self.num_channels = int(num_channels)
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
+        fan_in = self.num_channels * self.tubelet_size * self.patch_size**2
+        self.bias_initializer = keras.initializers.get(
+            bias_initializer or torch_default_bias(fan_in)
+        )
         self.proj = keras.layers.Conv3D(
             self.hidden_dim,
             kernel_size=(self.tubelet_size, self.patch_size, self.patch_size),
             strides=(self.tubelet_size, self.patch_size, self.patch_size),
             padding="valid",
             data_format="channels_last",
-            kernel_initializer=self.kernel_initializer,
-            bias_initializer="zeros",
+            kernel_initializer=for_weight(self.kernel_initializer, "kernel"),
+            bias_initializer=for_weight(self.bias_initializer, "bias"),
             dtype=self.dtype_policy,
             name="proj",
         )
@@ -142,6 +148,7 @@ class TubeletEmbedding(keras.layers.Layer):
             tubelet_size=self.tubelet_size,
             num_channels=self.num_channels,
             kernel_initializer=keras.initializers.serialize(self.kernel_initializer),
+            bias_initializer=keras.initializers.serialize(self.bias_initializer),
         )
         return config
 

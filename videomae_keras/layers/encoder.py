@@ -5,6 +5,8 @@ import numpy as np
 import keras
 from keras import ops
 
+from videomae_keras.initializers import BoundedTruncatedNormal, for_weight, fresh
+from videomae_keras.layers.common import dense, layer_norm
 from videomae_keras.layers.embedding import (
     TORCH_DEFAULT_KERNEL_INIT,
     SinusoidPositionEmbedding,
@@ -14,8 +16,9 @@ from videomae_keras.layers.transformer import TransformerBlock
 
 
 def _transformer_blocks(owner, hidden_dim, num_heads, mlp_dim, layer_norm_epsilon):
-    """`owner.depth` blocks sharing the owner's bias, scale, dropout and init settings, with
-    stochastic depth growing linearly from 0 to `owner.drop_path_rate` (timm)."""
+    """`owner.depth` blocks sharing the owner's bias, scale, dropout and init settings (each
+    block its own draws), with stochastic depth growing linearly from 0 to
+    `owner.drop_path_rate` (timm)."""
     rates = np.linspace(0.0, owner.drop_path_rate, owner.depth) if owner.depth else []
     return [
         TransformerBlock(
@@ -28,7 +31,7 @@ def _transformer_blocks(owner, hidden_dim, num_heads, mlp_dim, layer_norm_epsilo
             attention_dropout_rate=owner.attention_dropout_rate,
             drop_path_rate=float(rate),
             layer_norm_epsilon=layer_norm_epsilon,
-            kernel_initializer=owner.kernel_initializer,
+            kernel_initializer=fresh(owner.kernel_initializer, f"blocks_{i}"),
             dtype=owner.dtype_policy,
             name=f"blocks_{i}",
         )
@@ -89,7 +92,7 @@ class VideoMAEEncoder(keras.layers.Layer):
             patch_size=self.patch_size,
             tubelet_size=self.tubelet_size,
             num_channels=self.num_channels,
-            kernel_initializer=self.patch_kernel_initializer,
+            kernel_initializer=fresh(self.patch_kernel_initializer, "patch_embed"),
             dtype=policy,
             name="patch_embed",
         )
@@ -100,9 +103,7 @@ class VideoMAEEncoder(keras.layers.Layer):
         )
         self.norm = None
         if self.use_final_norm:
-            self.norm = keras.layers.LayerNormalization(
-                epsilon=self.layer_norm_epsilon, dtype=policy, name="norm"
-            )
+            self.norm = layer_norm(self.layer_norm_epsilon, "norm", policy)
 
     def build(self, input_shape):
         self.patch_embed.build(input_shape)
@@ -207,29 +208,23 @@ class VideoMAEDecoder(keras.layers.Layer):
         self.layer_norm_epsilon = float(layer_norm_epsilon)
         self.norm_epsilon = float(norm_epsilon)
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
+        # official: trunc_normal_(std=0.02) with bounds +-std
         self.mask_token_initializer = keras.initializers.get(
-            mask_token_initializer or keras.initializers.TruncatedNormal(stddev=0.02)
+            mask_token_initializer or BoundedTruncatedNormal(0.0, 0.02, -0.02, 0.02)
         )
         policy = self.dtype_policy
         self.pos_embed = SinusoidPositionEmbedding(dtype=policy, name="pos_embed")
         self.blocks = _transformer_blocks(
             self, self.hidden_dim, self.num_heads, self.mlp_dim, self.layer_norm_epsilon
         )
-        self.norm = keras.layers.LayerNormalization(
-            epsilon=self.norm_epsilon, dtype=policy, name="norm"
-        )
-        self.head = keras.layers.Dense(
-            self.output_dim,
-            kernel_initializer=self.kernel_initializer,
-            dtype=policy,
-            name="head",
-        )
+        self.norm = layer_norm(self.norm_epsilon, "norm", policy)
+        self.head = dense(self.output_dim, self.kernel_initializer, "head", policy)
 
     def build(self, input_shape):
         self.pos_embed.prepare(self.num_tokens, self.hidden_dim)
         self.mask_token = self.add_weight(
             shape=(1, 1, self.hidden_dim),
-            initializer=self.mask_token_initializer,
+            initializer=for_weight(self.mask_token_initializer, "mask_token"),
             name="mask_token",
         )
         token_shape = (None, None, self.hidden_dim)

@@ -3,7 +3,9 @@
 import keras
 from keras import ops
 
+from videomae_keras.initializers import for_weight, fresh
 from videomae_keras.layers.attention import MultiHeadSelfAttention
+from videomae_keras.layers.common import dense, layer_norm
 from videomae_keras.utils import dropout_if_active
 
 
@@ -24,18 +26,8 @@ class MLP(keras.layers.Layer):
         self.mlp_dim = int(mlp_dim)
         self.dropout_rate = float(dropout_rate)
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
-        self.fc1 = keras.layers.Dense(
-            self.mlp_dim,
-            kernel_initializer=self.kernel_initializer,
-            dtype=self.dtype_policy,
-            name="fc1",
-        )
-        self.fc2 = keras.layers.Dense(
-            self.hidden_dim,
-            kernel_initializer=self.kernel_initializer,
-            dtype=self.dtype_policy,
-            name="fc2",
-        )
+        self.fc1 = dense(self.mlp_dim, self.kernel_initializer, "fc1", self.dtype_policy)
+        self.fc2 = dense(self.hidden_dim, self.kernel_initializer, "fc2", self.dtype_policy)
         self.dropout = keras.layers.Dropout(self.dropout_rate, dtype=self.dtype_policy)
 
     def build(self, input_shape):
@@ -125,27 +117,23 @@ class TransformerBlock(keras.layers.Layer):
         self.layer_norm_epsilon = float(layer_norm_epsilon)
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
         policy = self.dtype_policy
-        self.norm1 = keras.layers.LayerNormalization(
-            epsilon=self.layer_norm_epsilon, dtype=policy, name="norm1"
-        )
+        self.norm1 = layer_norm(self.layer_norm_epsilon, "norm1", policy)
         self.attn = MultiHeadSelfAttention(
             self.hidden_dim,
             self.num_heads,
             qv_bias=self.qv_bias,
             attention_dropout_rate=self.attention_dropout_rate,
             dropout_rate=self.dropout_rate,
-            kernel_initializer=self.kernel_initializer,
+            kernel_initializer=fresh(self.kernel_initializer, "attn"),
             dtype=policy,
             name="attn",
         )
-        self.norm2 = keras.layers.LayerNormalization(
-            epsilon=self.layer_norm_epsilon, dtype=policy, name="norm2"
-        )
+        self.norm2 = layer_norm(self.layer_norm_epsilon, "norm2", policy)
         self.mlp = MLP(
             self.hidden_dim,
             self.mlp_dim,
             dropout_rate=self.dropout_rate,
-            kernel_initializer=self.kernel_initializer,
+            kernel_initializer=fresh(self.kernel_initializer, "mlp"),
             dtype=policy,
             name="mlp",
         )
@@ -157,10 +145,10 @@ class TransformerBlock(keras.layers.Layer):
         if self.init_values > 0:
             init = keras.initializers.Constant(self.init_values)
             self.gamma_1 = self.add_weight(
-                shape=(self.hidden_dim,), initializer=init, name="gamma_1"
+                shape=(self.hidden_dim,), initializer=for_weight(init), name="gamma_1"
             )
             self.gamma_2 = self.add_weight(
-                shape=(self.hidden_dim,), initializer=init, name="gamma_2"
+                shape=(self.hidden_dim,), initializer=for_weight(init), name="gamma_2"
             )
 
     def call(self, x, training=None):

@@ -3,6 +3,7 @@
 import keras
 
 from videomae_keras.configs import num_masked_tokens
+from videomae_keras.initializers import official_trunc_normal
 from videomae_keras.layers import InvalidSampleGuard, MaskedTokenIndex
 from videomae_keras.models.base import VideoMAEModelBase, split_encoder_kwargs
 
@@ -41,7 +42,7 @@ class VideoMAEBackbone(VideoMAEModelBase):
         encoder = self._make_encoder(
             config,
             use_final_norm=use_final_norm,
-            kernel_initializer=keras.initializers.TruncatedNormal(stddev=0.02),
+            kernel_initializer=official_trunc_normal(0.02),  # as the fine-tuning encoder
             dtype=dtype,
         )
         if num_masked is None:

@@ -2,7 +2,9 @@
 
 import keras
 
+from videomae_keras.initializers import official_trunc_normal
 from videomae_keras.layers import TokenPooling
+from videomae_keras.layers.common import dense, layer_norm
 from videomae_keras.models.base import VideoMAEModelBase, split_encoder_kwargs
 
 
@@ -41,26 +43,20 @@ class VideoMAEClassifier(VideoMAEModelBase):
     ):
         config, model_kwargs = split_encoder_kwargs(kwargs)
         video, grid = self._video_input(config)
-        init = keras.initializers.TruncatedNormal(stddev=0.02)
+        # official fine-tuning init: trunc_normal_(std=0.02) Linear weights
         encoder = self._make_encoder(
-            config, use_final_norm=not use_mean_pooling, kernel_initializer=init, dtype=dtype
+            config, use_final_norm=not use_mean_pooling,
+            kernel_initializer=official_trunc_normal(0.02), dtype=dtype,
         )
         x = encoder(video)
         x = TokenPooling("mean" if use_mean_pooling else "first", dtype=dtype, name="pool")(x)
         if use_mean_pooling:
-            x = keras.layers.LayerNormalization(
-                epsilon=fc_norm_epsilon, dtype=dtype, name="fc_norm"
-            )(x)
+            x = layer_norm(fc_norm_epsilon, "fc_norm", dtype)(x)
         x = keras.layers.Dropout(head_dropout_rate, dtype=dtype, name="head_dropout")(x)
         if num_classes > 0:
-            x = keras.layers.Dense(
-                num_classes,
-                kernel_initializer=keras.initializers.TruncatedNormal(
-                    stddev=0.02 * head_init_scale
-                ),
-                dtype=_head_dtype(dtype),
-                name="head",
-            )(x)
+            # trunc_normal_(std=0.02), then weight and (zero) bias times init_scale
+            x = dense(num_classes, official_trunc_normal(0.02, head_init_scale), "head",
+                      _head_dtype(dtype))(x)
         super().__init__(inputs=video, outputs=x, name=name, **model_kwargs)
         self.encoder = encoder
         config.update(

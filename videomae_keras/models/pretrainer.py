@@ -7,7 +7,8 @@ from keras import ops
 
 from videomae_keras.configs import DECODER_DEFAULTS, num_masked_tokens
 from videomae_keras.layers import InvalidSampleGuard, MaskedTokenIndex, VideoMAEDecoder
-from videomae_keras.layers.embedding import TORCH_DEFAULT_KERNEL_INIT
+from videomae_keras.initializers import TORCH_DEFAULT_KERNEL
+from videomae_keras.layers.common import dense
 from videomae_keras.layers.tokens import count_mismatches
 from videomae_keras.masking import num_decoded_tokens
 from videomae_keras.models.base import VideoMAEModelBase, split_encoder_kwargs
@@ -101,13 +102,9 @@ class VideoMAEPretrainer(VideoMAEModelBase):
             num_masked, dtype=dtype, name="token_index"
         )(bool_masked_pos)
         x = encoder(video, visible_index=visible_index)
-        x = keras.layers.Dense(
-            config["decoder_hidden_dim"],
-            use_bias=False,
-            kernel_initializer=TORCH_DEFAULT_KERNEL_INIT,
-            dtype=dtype,
-            name="encoder_to_decoder",
-        )(x)
+        # the official encoder_to_decoder keeps torch's default Linear init
+        x = dense(config["decoder_hidden_dim"], TORCH_DEFAULT_KERNEL, "encoder_to_decoder", dtype,
+                  use_bias=False)(x)
         patch = config["patch_size"]
         decoder = VideoMAEDecoder(
             num_tokens=num_tokens,

@@ -88,8 +88,9 @@ def _jit():
 
 def _save(model, path, overwrite=True):
     """The model alone (no optimizer state or compile settings): a fresh copy is saved."""
-    clean = model.__class__.from_config(model.get_config())
-    clean.set_weights(model.get_weights())
+    from videomae_keras.convert.loading import rebuild
+
+    clean = rebuild(model)
     with atomic_output(path, overwrite=overwrite, suffix=".keras") as temp:
         clean.save(temp)
     return path
