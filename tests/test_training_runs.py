@@ -48,7 +48,8 @@ def test_pretrain_writes_model_logs_and_summary(pretrained_run):
         rows = f.read().strip().splitlines()
     assert rows[0].startswith("epoch") and len(rows) == 3
     summary = json.loads((out / "run.json").read_text())
-    assert math.isfinite(summary["final_loss"]) and summary["epochs"] == 2
+    assert math.isfinite(summary["final_loss"]) and summary["arguments"]["epochs"] == 2
+    assert summary["status"] == "finished" and summary["inputs"]["train_list"]["sha256"]
     assert not (out / "backup").exists()  # removed once the run completes
 
 
@@ -117,7 +118,8 @@ def test_command_line_pretrain_and_finetune(synthetic, tmp_path, capsys):
     out = capsys.readouterr().out
     assert code == 0 and "pretrained.keras" in out
     summary = json.loads((tmp_path / "pt" / "run.json").read_text())
-    assert summary["decoder_mask_ratio"] == 0.5 and math.isfinite(summary["final_loss"])
+    assert summary["arguments"]["decoder_mask_ratio"] == 0.5
+    assert math.isfinite(summary["final_loss"])
     dual = keras.saving.load_model(tmp_path / "pt" / "pretrained.keras")
     assert dual.decoder_mask_ratio == 0.5 and len(dual.inputs) == 3
     code = cli.main(["finetune", synthetic["train"], "--pretrained",
@@ -182,17 +184,150 @@ class _StopAtEpoch(keras.callbacks.Callback):
             raise _Interrupt(f"stopped before epoch {epoch + 1}")
 
 
-def test_an_interrupted_run_resumes_to_the_same_state(synthetic, tmp_path):
-    common = dict(architecture="tiny", epochs=2, base_lr=1e-3, mask_ratio=0.75, **SMALL_RUN)
+def test_an_interrupted_run_resumes_to_the_same_state(synthetic, tmp_path, capfd):
+    """Stopped before its third epoch, with its newest backup then torn (as a kill while
+    writing it would leave it): the rerun says so, resumes from the one before, and ends
+    where a run that was never stopped ends."""
+    common = dict(architecture="tiny", epochs=3, base_lr=1e-3, mask_ratio=0.75, **SMALL_RUN)
     straight = pretrain(synthetic["train"], str(tmp_path / "straight"), **common)
     with pytest.raises(_Interrupt):
-        pretrain(synthetic["train"], str(tmp_path / "resumed"), callbacks=[_StopAtEpoch(1)],
+        pretrain(synthetic["train"], str(tmp_path / "resumed"), callbacks=[_StopAtEpoch(2)],
                  **common)
-    assert (tmp_path / "resumed" / "backup").exists()  # what the rerun resumes from
+    folder = tmp_path / "resumed" / "backup"
+    assert sorted(os.listdir(folder)) == ["epoch-0001", "epoch-0002"]
+    weights = folder / "epoch-0002" / "state.weights.h5"
+    with open(weights, "r+b") as f:
+        f.truncate(os.path.getsize(weights) // 2)
+    capfd.readouterr()
     resumed = pretrain(synthetic["train"], str(tmp_path / "resumed"), **common)
+    err = capfd.readouterr().err
+    assert "backup backup/epoch-0002 cannot be read" in err and "resuming from backup " \
+        "backup/epoch-0001: epoch 2 of 3" in err, err
     with open(tmp_path / "resumed" / "log.csv") as f:
         epochs = [row.split(",")[0] for row in f.read().strip().splitlines()[1:]]
-    assert epochs == ["0", "1"]  # the rerun trained the missing epoch only
+    assert epochs == ["0", "1", "2"]  # epoch 1 trained again, logged once
     for a, b in zip(straight.weights, resumed.weights):
         np.testing.assert_allclose(keras.ops.convert_to_numpy(a), keras.ops.convert_to_numpy(b),
                                    atol=1e-6, err_msg=a.path)
+    assert not folder.exists()
+
+
+PT_ARGS = ["--arch", "tiny", "--epochs", "1", "--batch-size", "4", "--num-frames", "8",
+           "--image-size", "32", "--sampling-rate", "2", "--mask-ratio", "0.75", "--workers", "1",
+           "--quiet"]
+
+
+def _snapshot(folder):
+    return {name: (folder / name).read_bytes() for name in sorted(os.listdir(folder))
+            if (folder / name).is_file()}
+
+
+@pytest.mark.backend_independent
+def test_a_run_folder_is_never_silently_overwritten(synthetic, tmp_path, capsys):
+    out = tmp_path / "pt"
+    assert cli.main(["pretrain", synthetic["train"], "--out", str(out), *PT_ARGS]) == 0
+    capsys.readouterr()
+    before = _snapshot(out)
+    # the same command again: finished, nothing touched
+    assert cli.main(["pretrain", synthetic["train"], "--out", str(out), *PT_ARGS]) == 0
+    out_text, err = capsys.readouterr()
+    assert "is a finished pretrain run" in err and "nothing to do" in err and out_text == ""
+    assert _snapshot(out) == before
+    # other settings, or another command: refused in one line, nothing touched
+    changed = [a if a != "1" else "2" for a in PT_ARGS]  # --epochs 2
+    assert cli.main(["pretrain", synthetic["train"], "--out", str(out), *changed]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "other settings (epochs 1 -> 2)" in err, err
+    assert "--overwrite" in err
+    assert cli.main(["finetune", synthetic["train"], "--pretrained", str(out / "pretrained.keras"),
+                     "--num-classes", "4", "--out", str(out), "--quiet"]) == 2
+    assert "it is a pretrain run, not finetune" in capsys.readouterr().err
+    assert _snapshot(out) == before
+    # with --overwrite: the old run goes, the new one is written
+    assert cli.main(["pretrain", synthetic["train"], "--out", str(out), *changed,
+                     "--overwrite"]) == 0
+    assert "removed the previous run" in capsys.readouterr().err
+    record = json.loads((out / "run.json").read_text())
+    assert record["arguments"]["epochs"] == 2 and record["status"] == "finished"
+    with open(out / "log.csv") as f:
+        assert len(f.read().strip().splitlines()) == 3  # one run's two epochs, no leftovers
+
+
+def _list(path, lines):
+    path.write_text("".join(f"{line}\n" for line in lines))
+    return str(path)
+
+
+@pytest.mark.backend_independent
+def test_lists_are_checked_before_the_first_step(pretrained_run, synthetic, tmp_path):
+    """A bad validation list used to fail after training, before the model was saved."""
+    from videomae_keras.data import AnnotationError, read_annotation_lines
+
+    out, _ = pretrained_run
+    entries = read_annotation_lines(synthetic["val"])
+    good = [f"{e.video} {e.label}" for e in entries]
+    garbage = tmp_path / "garbage.mp4"
+    garbage.write_bytes(np.random.default_rng(0).bytes(4000))
+    cases = [
+        (good[:2] + ["videos/missing.mp4 1"], "val.txt:3: ", "missing.mp4: no such file"),
+        (good[:1] + [f"{garbage} 0"], "val.txt:2: ", "cannot read this video"),
+        (good[:1] + [f"{entries[1].video} 7"], "val.txt:2: ", "label 7 lies outside 0..3"),
+        ([], "val.txt", "lists no videos"),
+    ]
+    for lines, where, what in cases:
+        run = tmp_path / "ft"
+        with pytest.raises((AnnotationError, FileNotFoundError)) as error:
+            finetune(synthetic["train"], str(run), str(out / "pretrained.keras"), 4,
+                     val_list=_list(tmp_path / "val.txt", lines), epochs=1, **FINETUNE_RUN)
+        message = str(error.value)
+        assert where in message and what in message and "\n" not in message, message
+        assert not run.exists() or os.listdir(run) == []  # nothing trained, nothing written
+
+
+@pytest.mark.backend_independent
+def test_an_evaluation_failure_keeps_the_trained_model(pretrained_run, synthetic, tmp_path,
+                                                       monkeypatch):
+    from videomae_keras.training import run as run_module
+
+    out, _ = pretrained_run
+    args = (synthetic["train"], str(tmp_path), str(out / "pretrained.keras"), 4)
+    kwargs = dict(val_list=synthetic["val"], epochs=1, **FINETUNE_RUN)
+    real = run_module.evaluate
+
+    def broken(*a, **k):
+        raise OSError("simulated: the disk holding the validation videos went away")
+
+    monkeypatch.setattr(run_module, "evaluate", broken)
+    with pytest.raises(run_module.EvaluationError, match="the model is saved .*finetuned.keras"):
+        finetune(*args, **kwargs)
+    assert (tmp_path / "finetuned.keras").exists() and not (tmp_path / "backup").exists()
+    record = json.loads((tmp_path / "run.json").read_text())
+    assert "went away" in record["evaluation_error"]
+    log = (tmp_path / "log.csv").read_text()
+    monkeypatch.setattr(run_module, "evaluate", real)
+    model, results = finetune(*args, **kwargs)  # evaluates again; does not train again
+    assert 0.0 <= results["val_top1"] <= 1.0 and "evaluation_error" not in results
+    assert (tmp_path / "log.csv").read_text() == log
+    _, again = finetune(*args, **kwargs)  # now finished: nothing to do
+    assert again["val_top1"] == results["val_top1"]
+
+
+@pytest.mark.backend_independent
+def test_class_names_from_the_list_are_saved_in_the_model(pretrained_run, synthetic, tmp_path,
+                                                          capsys):
+    from videomae_keras.data import MOTION_CLASSES, read_annotation_lines
+
+    out, _ = pretrained_run
+    named = [f"{e.video}\t{MOTION_CLASSES[int(e.label)]}"
+             for e in read_annotation_lines(synthetic["train"])]
+    train = _list(tmp_path / "train_named.txt", named)
+    model, _ = finetune(train, str(tmp_path / "ft"), str(out / "pretrained.keras"), epochs=1,
+                        flip=False, **FINETUNE_RUN)
+    assert model.class_names == tuple(sorted(MOTION_CLASSES))
+    saved = keras.saving.load_model(tmp_path / "ft" / "finetuned.keras")
+    assert saved.class_names == tuple(sorted(MOTION_CLASSES))
+    video = read_annotation_lines(synthetic["val"])[0].video
+    assert cli.main(["predict", video, "--weights", str(tmp_path / "ft" / "finetuned.keras"),
+                     "--views", "1x1", "--top-k", "4", "--json", "--quiet"]) == 0
+    top = json.loads(capsys.readouterr().out)["top"]
+    assert sorted(t["label"] for t in top) == sorted(MOTION_CLASSES)

@@ -1,71 +1,62 @@
-"""VideoMAE and VideoMAE V2 in Keras 3: the same models on JAX, TensorFlow and PyTorch."""
+"""VideoMAE and VideoMAE V2 in Keras 3: the same models on JAX, TensorFlow and PyTorch.
 
-import contextlib as _contextlib
-import os as _os
+`import videomae_keras` loads Keras and registers every VideoMAE layer and model with it, so
+`keras.saving.load_model` reads `.keras` files made here. It changes nothing else in the
+process (no environment variables, no redirected output). The `videomae-keras` command
+starts through `videomae_keras_cli`, which defers this import until a command runs, so
+`--help` answers without loading Keras.
+"""
+
+import importlib as _importlib
 import sys as _sys
 
-# TensorFlow's C++ start-up chatter (CPU features, missing CUDA) would precede every
-# command's output; users who set TF_CPP_MIN_LOG_LEVEL themselves keep their value.
-_os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-
-@_contextlib.contextmanager
-def _quiet_native_stderr():
-    """Silences file descriptor 2 while TensorFlow loads: its GPU build logs "Could not
-    find cuda drivers" from C++ on CPU-only machines whatever TF_CPP_MIN_LOG_LEVEL says.
-    Python exceptions are unaffected; VIDEOMAE_KERAS_VERBOSE_IMPORT=1 keeps the output."""
-    quiet = (
-        _os.environ.get("KERAS_BACKEND", "tensorflow") == "tensorflow"
-        and "tensorflow" not in _sys.modules
-        and not _os.environ.get("VIDEOMAE_KERAS_VERBOSE_IMPORT")
-    )
-    if not quiet:
-        yield
-        return
-    try:
-        _sys.stderr.flush()
-        saved = _os.dup(2)
-    except (OSError, ValueError, AttributeError):  # no real stderr (some notebooks, services)
-        yield
-        return
-    devnull = _os.open(_os.devnull, _os.O_WRONLY)
-    try:
-        _os.dup2(devnull, 2)
-        yield
-    finally:
-        _os.dup2(saved, 2)
-        _os.close(saved)
-        _os.close(devnull)
-
-
-with _quiet_native_stderr():
-    import keras as _keras  # noqa: F401  (loads the backend once, quietly)
-
-from videomae_keras import configs, layers
-from videomae_keras.masking import (
-    RandomMaskingGenerator,
-    RunningCellMaskingGenerator,
-    TubeMaskingGenerator,
-    random_tube_mask,
-)
-from videomae_keras.models import (
-    VideoMAE_ViTB16FT,
-    VideoMAE_ViTB16PT,
-    VideoMAE_ViTg14FT,
-    VideoMAE_ViTg14PT,
-    VideoMAE_ViTH16FT,
-    VideoMAE_ViTH16PT,
-    VideoMAE_ViTL16FT,
-    VideoMAE_ViTL16PT,
-    VideoMAE_ViTS16FT,
-    VideoMAE_ViTS16PT,
-    VideoMAEBackbone,
-    VideoMAEClassifier,
-    VideoMAEPretrainer,
-)
-from videomae_keras.convert import from_pretrained, load_pytorch_weights, read_checkpoint
-from videomae_keras.inference import extract_features, optimize_for_inference, predict_video
-from videomae_keras.reconstruction import reconstruct_video
-from videomae_keras.video import VideoError, VideoReader, preprocess, read_video
-
 __version__ = "0.1.0"
+
+# Public names and the module that defines each.
+_EXPORTS = {
+    "configs": None,
+    "layers": None,
+    "initializers": None,
+    **dict.fromkeys(
+        ["RandomMaskingGenerator", "RunningCellMaskingGenerator", "TubeMaskingGenerator",
+         "random_tube_mask"], "videomae_keras.masking"),
+    **dict.fromkeys(
+        ["VideoMAE_ViTB16FT", "VideoMAE_ViTB16PT", "VideoMAE_ViTg14FT", "VideoMAE_ViTg14PT",
+         "VideoMAE_ViTH16FT", "VideoMAE_ViTH16PT", "VideoMAE_ViTL16FT", "VideoMAE_ViTL16PT",
+         "VideoMAE_ViTS16FT", "VideoMAE_ViTS16PT", "VideoMAEBackbone", "VideoMAEClassifier",
+         "VideoMAEPretrainer"], "videomae_keras.models"),
+    **dict.fromkeys(["from_pretrained", "load_pytorch_weights", "read_checkpoint"],
+                    "videomae_keras.convert"),
+    **dict.fromkeys(["extract_features", "optimize_for_inference", "predict_video"],
+                    "videomae_keras.inference"),
+    "reconstruct_video": "videomae_keras.reconstruction",
+    "sample_video": "videomae_keras.demo",
+    **dict.fromkeys(["VideoError", "VideoReader", "preprocess", "read_video"],
+                    "videomae_keras.video"),
+}
+
+
+def __getattr__(name):
+    module = _EXPORTS.get(name, "")
+    if module == "":
+        raise AttributeError(f"module 'videomae_keras' has no attribute {name!r}")
+    if module is None:  # a submodule
+        value = _importlib.import_module(f"videomae_keras.{name}")
+    else:
+        value = getattr(_importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_EXPORTS))
+
+
+def load_all():
+    """Imports every public name now (and so registers all layers with Keras)."""
+    for name in _EXPORTS:
+        __getattr__(name)
+
+
+if not getattr(_sys.modules.get("videomae_keras_cli"), "DEFER_PACKAGE_IMPORTS", False):
+    load_all()

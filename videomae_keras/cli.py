@@ -1,16 +1,69 @@
-"""The `videomae-keras` command line."""
+"""The `videomae-keras` command line.
+
+Parsing needs no Keras (the console command starts through `videomae_keras_cli`, so `--help`
+answers at once); `main` loads Keras and the package only once a command runs, quietly:
+TensorFlow's and the video decoders' own start-up and error chatter is kept out of the
+terminal here, at the entry point, never by the library itself.
+"""
 
 import argparse
+import contextlib
 import json
 import os
+import signal
 import sys
 
 EXIT_VERIFY_FAILED = 1
 EXIT_ERROR = 2
+EXIT_INTERRUPTED = 130  # 128 + SIGINT; SIGTERM gives 143
+
+
+def _at_least(minimum, kind=int):
+    """An argparse type: a number of `kind` no smaller than `minimum`."""
+    def parse(text):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {'an integer' if kind is int else 'a number'}"
+                                             f", got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {text}")
+        return value
+
+    return parse
+
+
+def _fraction(low=0.0, high=1.0, high_inclusive=False, low_inclusive=True):
+    """An argparse type: a number in [low, high) (or with the given ends)."""
+    def parse(text):
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        above = value >= low if low_inclusive else value > low
+        below = value <= high if high_inclusive else value < high
+        if not (above and below):
+            interval = ("[" if low_inclusive else "(") + f"{low:g}, {high:g}" + (
+                "]" if high_inclusive else ")")
+            raise argparse.ArgumentTypeError(f"must lie in {interval}, got {text}")
+        return value
+
+    return parse
+
+
+POSITIVE = _at_least(1)
+NON_NEGATIVE = _at_least(0)
+POSITIVE_FLOAT = _fraction(0.0, float("inf"), low_inclusive=False)
+RATIO = _fraction(0.0, 1.0)
 
 
 def _image_size(text):
-    parts = [int(p) for p in text.lower().replace("x", ",").split(",") if p]
+    try:
+        parts = [int(p) for p in text.lower().replace("x", ",").split(",") if p]
+    except ValueError:
+        raise argparse.ArgumentTypeError("give one size (224) or height,width (224,320)") from None
+    if any(p < 1 for p in parts):
+        raise argparse.ArgumentTypeError(f"sizes must be positive, got {text}")
     if len(parts) == 1:
         return parts[0]
     if len(parts) == 2:
@@ -19,7 +72,7 @@ def _image_size(text):
 
 
 def _formats(text):
-    from videomae_keras.porting import FORMATS
+    from videomae_keras.options import FORMATS
 
     formats = [f.strip().lower() for f in text.split(",") if f.strip()]
     unknown = [f for f in formats if f not in FORMATS]
@@ -57,12 +110,12 @@ def add_port_arguments(parser):
                         help="largest max |diff| accepted by --verify (default 1e-4)")
     parser.add_argument("--task", choices=["classifier", "pretrainer", "backbone"],
                         help="build this model instead of the checkpoint's own")
-    parser.add_argument("--num-frames", type=int, help="frames per clip (default 16)")
+    parser.add_argument("--num-frames", type=POSITIVE, help="frames per clip (default 16)")
     parser.add_argument("--image-size", type=_image_size, help="224 or height,width")
-    parser.add_argument("--num-heads", type=int,
+    parser.add_argument("--num-heads", type=POSITIVE,
                         help="attention heads, for widths the official table does not know")
-    parser.add_argument("--mask-ratio", type=float, help="pretrainers: tube mask ratio (0.9)")
-    parser.add_argument("--num-masked", type=int, help="pretrainers: masked tokens per clip")
+    parser.add_argument("--mask-ratio", type=RATIO, help="pretrainers: tube mask ratio (0.9)")
+    parser.add_argument("--num-masked", type=POSITIVE, help="pretrainers: masked tokens per clip")
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
     parser.add_argument("--quiet", action="store_true", help="no progress output")
     parser.add_argument("--list", action="store_true", help="list the registered checkpoints")
@@ -70,7 +123,6 @@ def add_port_arguments(parser):
 
 def run_port(args):
     from videomae_keras import registry
-    from videomae_keras.porting import port
 
     if args.list:
         for name in registry.names():
@@ -80,6 +132,8 @@ def run_port(args):
         return 0
     if not args.source or not args.out:
         raise _UsageError("give a SOURCE and --out DIR (or --list)")
+    from videomae_keras.porting import port
+
     overrides = {
         key: value
         for key, value in (
@@ -120,7 +174,7 @@ DEFAULT_PRETRAINER = "MCG-NJU/videomae-base"
 
 
 def _views(text):
-    from videomae_keras.inference import parse_views
+    from videomae_keras.options import parse_views
 
     try:
         return parse_views(text)
@@ -136,7 +190,7 @@ def add_weights_arguments(parser, default):
         f"file, or a registered name (default: {default}; downloaded once, then cached)",
     )
     parser.add_argument("--arch", help="architecture of a .weights.h5 file, e.g. B16FT, S16PT")
-    parser.add_argument("--num-classes", type=int,
+    parser.add_argument("--num-classes", type=NON_NEGATIVE,
                         help="classes of a .weights.h5 classifier (default 400)")
     parser.add_argument("--decoder", default="auto", choices=["auto", "decord", "pyav", "opencv"],
                         help="video decoder (auto: decord, then PyAV, then OpenCV)")
@@ -170,9 +224,9 @@ def add_view_arguments(parser, views_help):
     parser.add_argument("--sampling", choices=["dense", "segment", "uniform"],
                         help="frame sampling: dense (Kinetics: stride --sampling-rate), "
                         "segment (SSv2), uniform")
-    parser.add_argument("--sampling-rate", type=int, default=4,
+    parser.add_argument("--sampling-rate", type=POSITIVE, default=4,
                         help="frame stride of dense sampling (default 4)")
-    parser.add_argument("--batch-size", type=int, default=4, help="views per model call")
+    parser.add_argument("--batch-size", type=POSITIVE, default=4, help="views per model call")
 
 
 def _load_weights(args, stages, **overrides):
@@ -228,7 +282,7 @@ def run_predict(args):
     stages = Stages(1 + len(args.videos), enabled=not args.quiet)
     model, label_map = _load_weights(args, stages)
     labels = args.labels
-    if labels is None and label_map:
+    if labels is None and label_map and not getattr(model, "class_names", None):
         try:
             registry.labels(label_map)
             labels = label_map
@@ -371,19 +425,25 @@ def run_make_synthetic(args):
 
 def _training_common(parser):
     parser.add_argument("--out", required=True, help="run folder (logs, backup, final model)")
-    parser.add_argument("--epochs", type=int, default=100)
-    parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--warmup-epochs", type=int, help="default: the official fraction")
-    parser.add_argument("--sampling-rate", type=int, default=4,
+    parser.add_argument("--epochs", type=POSITIVE, default=100)
+    parser.add_argument("--batch-size", type=POSITIVE, default=16)
+    parser.add_argument("--warmup-epochs", type=NON_NEGATIVE,
+                        help="default: the official fraction")
+    parser.add_argument("--sampling-rate", type=POSITIVE, default=4,
                         help="frame stride of training clips (default 4; 2 for SSv2)")
-    parser.add_argument("--clip-grad", type=float, help="global gradient-norm clip")
-    parser.add_argument("--workers", type=int, default=2, help="data-loading threads")
+    parser.add_argument("--clip-grad", type=POSITIVE_FLOAT, help="global gradient-norm clip")
+    parser.add_argument("--workers", type=POSITIVE, default=2, help="data-loading threads")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--mixed-precision", action="store_true",
                         help="mixed_bfloat16 compute (float32 weights and head)")
     parser.add_argument("--data-parallel", action="store_true",
                         help="split each batch over the local devices (jax: all chips of a "
                         "TPU VM or GPUs; tensorflow: MirroredStrategy)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="OUT holds another run: remove its files and start this one")
+    parser.add_argument("--skip-video-check", action="store_true",
+                        help="before training, check only that the listed videos exist "
+                        "(default: open each one)")
     add_flags(parser, "quiet")
 
 
@@ -398,7 +458,10 @@ def run_pretrain(args):
         seed=args.seed, dtype="mixed_bfloat16" if args.mixed_precision else None,
         progress=not args.quiet, norm_pix_loss=not args.pixel_loss,
         distributed=args.data_parallel, decoder_mask_ratio=args.decoder_mask_ratio,
+        overwrite=args.overwrite, check_videos=not args.skip_video_check,
     )
+    if model.run_state.action == "finished":
+        return 0  # said so already; nothing was touched
     print(f"wrote {os.path.join(args.out, 'pretrained.keras')} "
           f"({model.count_params() / 1e6:.2f}M parameters); log: "
           f"{os.path.join(args.out, 'log.csv')}")
@@ -408,7 +471,7 @@ def run_pretrain(args):
 def run_finetune(args):
     from videomae_keras.training.run import finetune
 
-    _, results = finetune(
+    model, results = finetune(
         args.train_list, args.out, args.pretrained, args.num_classes, val_list=args.val_list,
         epochs=args.epochs, batch_size=args.batch_size, base_lr=args.lr,
         layer_decay=args.layer_decay, warmup_epochs=args.warmup_epochs,
@@ -417,11 +480,13 @@ def run_finetune(args):
         clip_grad=args.clip_grad, workers=args.workers, seed=args.seed,
         dtype="mixed_bfloat16" if args.mixed_precision else None, progress=not args.quiet,
         mixup=args.mixup, cutmix=args.cutmix, distributed=args.data_parallel,
-        test_views=args.test_views,
+        test_views=args.test_views, labels=args.labels, overwrite=args.overwrite,
+        check_videos=not args.skip_video_check,
     )
     accuracy = results.get("val_top1")
     views = results.get("val_top1_views")
-    print(f"wrote {os.path.join(args.out, 'finetuned.keras')}"
+    verb = "kept" if model.run_state.action == "finished" else "wrote"
+    print(f"{verb} {os.path.join(args.out, 'finetuned.keras')}"
           + (f"; validation top-1 {accuracy:.3f}" if accuracy is not None else "")
           + (f" (one centre clip), {views:.3f} ({results['test_views']} views)"
              if views is not None else ""))
@@ -467,7 +532,7 @@ def build_parser():
     predict.add_argument("videos", nargs="+", metavar="VIDEO", help="video files")
     add_weights_arguments(predict, DEFAULT_CLASSIFIER)
     add_view_arguments(predict, "clips x crops, e.g. 5x3 (default: 5x3 dense, 2x3 segment)")
-    predict.add_argument("--top-k", type=int, default=5, help="classes to show (default 5)")
+    predict.add_argument("--top-k", type=POSITIVE, default=5, help="classes to show (default 5)")
     predict.add_argument("--labels", help="class names: a text file (one per line) or a "
                          "shipped map (kinetics400, ssv2, ucf101); default by head size")
     add_flags(predict, "json")
@@ -499,12 +564,12 @@ def build_parser():
     reconstruct.add_argument("video", metavar="VIDEO", help="a video file")
     reconstruct.add_argument("--out", default=".", help="output folder (default: here)")
     add_weights_arguments(reconstruct, DEFAULT_PRETRAINER)
-    reconstruct.add_argument("--mask-ratio", type=float,
+    reconstruct.add_argument("--mask-ratio", type=_fraction(0.0, 1.0, low_inclusive=False),
                              help="tube mask ratio (default: the checkpoint's, 0.9)")
     reconstruct.add_argument("--seed", type=int, default=0, help="mask seed (default 0)")
-    reconstruct.add_argument("--sampling-rate", type=int, default=4,
+    reconstruct.add_argument("--sampling-rate", type=POSITIVE, default=4,
                              help="frame stride of the clip (default 4)")
-    reconstruct.add_argument("--fps", type=float, default=4.0, help="GIF frames per second")
+    reconstruct.add_argument("--fps", type=POSITIVE_FLOAT, default=4.0, help="GIF frames per second")
     reconstruct.add_argument("--no-gif", action="store_true", help="write the PNG only")
     add_flags(reconstruct, "overwrite", "json")
     reconstruct.set_defaults(run=run_reconstruct)
@@ -528,20 +593,24 @@ def build_parser():
         description="Pretrain a VideoMAE on the videos of an annotation list ('path label' "
         "per line; labels unused): AdamW (0.9, 0.95), weight decay 0.05 (not on biases and "
         "norms), lr = --lr * batch / 256 with warm-up and cosine decay. Logs go to OUT/log.csv "
-        "and OUT/tensorboard; rerunning an interrupted command resumes it.",
+        "and OUT/tensorboard. Rerunning an interrupted command resumes it from its last "
+        "backup; a finished run is left as it is; another run in OUT is refused unless "
+        "--overwrite.",
     )
     pretrain.add_argument("train_list", help="annotation file: 'path label' per line")
     pretrain.add_argument("--arch", default="B16PT",
                           help="S16PT, B16PT, L16PT, H16PT, g14PT or tiny (default B16PT)")
-    pretrain.add_argument("--lr", type=float, default=1.5e-4, help="base lr per 256 clips")
-    pretrain.add_argument("--mask-ratio", type=float, default=0.9)
+    pretrain.add_argument("--lr", type=POSITIVE_FLOAT, default=1.5e-4,
+                          help="base lr per 256 clips")
+    pretrain.add_argument("--mask-ratio", type=_fraction(0.0, 1.0, low_inclusive=False),
+                          default=0.9)
     pretrain.add_argument("--pixel-loss", action="store_true",
                           help="plain [0, 1] pixel targets instead of per-patch normalised ones")
-    pretrain.add_argument("--decoder-mask-ratio", type=float, default=0.0,
+    pretrain.add_argument("--decoder-mask-ratio", type=RATIO, default=0.0,
                           help="VideoMAE V2 dual masking: decode only a running-cell share "
                           "of the tokens (V2: 0.5; default 0, VideoMAE V1)")
-    pretrain.add_argument("--num-frames", type=int, default=16)
-    pretrain.add_argument("--image-size", type=int, default=224)
+    pretrain.add_argument("--num-frames", type=POSITIVE, default=16)
+    pretrain.add_argument("--image-size", type=POSITIVE, default=224)
     _training_common(pretrain)
     pretrain.set_defaults(run=run_pretrain)
 
@@ -556,20 +625,26 @@ def build_parser():
     finetune.add_argument("train_list", help="annotation file: 'path label' per line")
     finetune.add_argument("--pretrained", required=True,
                           help="pretrained model: .keras file or any from_pretrained source")
-    finetune.add_argument("--num-classes", type=int, required=True)
+    finetune.add_argument("--num-classes", type=POSITIVE,
+                          help="classes of the head (default: from --labels, or from the "
+                          "train list when its labels are class names)")
+    finetune.add_argument("--labels",
+                          help="class names, one per line in head order; saved in the model "
+                          "(predict shows them). Lists may then give names as labels")
     finetune.add_argument("--val-list", help="annotation file for the final top-1")
     finetune.add_argument("--test-views", type=_views,
                           help="also evaluate --val-list with the multi-view test, clips x "
                           "crops (official Kinetics: 5x3)")
-    finetune.add_argument("--lr", type=float, default=1e-3, help="base lr per 256 clips")
-    finetune.add_argument("--layer-decay", type=float, default=0.75)
-    finetune.add_argument("--drop-path", type=float, default=0.1)
-    finetune.add_argument("--label-smoothing", type=float, default=0.1)
-    finetune.add_argument("--mixup", type=float, default=0.8,
+    finetune.add_argument("--lr", type=POSITIVE_FLOAT, default=1e-3,
+                          help="base lr per 256 clips")
+    finetune.add_argument("--layer-decay", type=_fraction(0.0, 1.0, True, False), default=0.75)
+    finetune.add_argument("--drop-path", type=RATIO, default=0.1)
+    finetune.add_argument("--label-smoothing", type=RATIO, default=0.1)
+    finetune.add_argument("--mixup", type=_at_least(0.0, float), default=0.8,
                           help="mixup Beta alpha (official 0.8; 0 turns it off)")
-    finetune.add_argument("--cutmix", type=float, default=1.0,
+    finetune.add_argument("--cutmix", type=_at_least(0.0, float), default=1.0,
                           help="cutmix Beta alpha, same box in every frame (official 1.0; 0 off)")
-    finetune.add_argument("--min-scale", type=float, default=0.08,
+    finetune.add_argument("--min-scale", type=_fraction(0.0, 1.0, True, False), default=0.08,
                           help="smallest random-resized-crop area (default 0.08)")
     finetune.add_argument("--no-flip", action="store_true",
                           help="no horizontal flip (SSv2, direction-dependent classes)")
@@ -583,44 +658,135 @@ def build_parser():
         "writes OUT/videos/*.mp4, OUT/train.txt, OUT/val.txt, OUT/labels.txt.",
     )
     synthetic.add_argument("out", help="output folder")
-    synthetic.add_argument("--train-per-class", type=int, default=64)
-    synthetic.add_argument("--val-per-class", type=int, default=16)
-    synthetic.add_argument("--frames", type=int, default=32)
-    synthetic.add_argument("--height", type=int, default=48)
-    synthetic.add_argument("--width", type=int, default=64)
+    synthetic.add_argument("--train-per-class", type=POSITIVE, default=64)
+    synthetic.add_argument("--val-per-class", type=POSITIVE, default=16)
+    synthetic.add_argument("--frames", type=POSITIVE, default=32)
+    synthetic.add_argument("--height", type=POSITIVE, default=48)
+    synthetic.add_argument("--width", type=POSITIVE, default=64)
     synthetic.add_argument("--seed", type=int, default=0)
     add_flags(synthetic, "quiet")
     synthetic.set_defaults(run=run_make_synthetic)
     return parser
 
 
+# Commands that call keras.utils.set_random_seed, which imports TensorFlow (to seed it) when
+# it is installed, whatever the backend.
+_SEEDING_COMMANDS = ("pretrain", "finetune")
+_INTERRUPTED = {
+    "pretrain": "interrupted; the last backup is kept: rerun the same command to resume",
+    "finetune": "interrupted; the last backup is kept: rerun the same command to resume",
+    "port": "interrupted; nothing partial was kept",
+}
+
+
+@contextlib.contextmanager
+def _quiet_native_stderr():
+    """Silences file descriptor 2 while TensorFlow loads: it logs "Could not find cuda
+    drivers" and CPU-feature notes from C++ on CPU-only machines, before its log level
+    applies. Python exceptions are unaffected; VIDEOMAE_KERAS_VERBOSE_IMPORT=1 keeps it all."""
+    if os.environ.get("VIDEOMAE_KERAS_VERBOSE_IMPORT"):
+        yield
+        return
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError, AttributeError):  # no real stderr (some services)
+        yield
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
+def _needs_keras(args):
+    return not (args.command == "port" and getattr(args, "list", False))
+
+
+def _start(args):
+    """Loads Keras and the package for a command, quietly, and says which backend runs."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # TensorFlow's cuInit error on CPUs
+    with _quiet_native_stderr():
+        import keras
+
+        if args.command in _SEEDING_COMMANDS and keras.backend.backend() != "tensorflow":
+            with contextlib.suppress(ImportError):
+                import tensorflow  # noqa: F401  (imported now, while its start-up is hidden)
+        import videomae_keras
+
+        videomae_keras.load_all()
+    from videomae_keras.video.io import quiet_decoders
+
+    quiet_decoders()
+    if not getattr(args, "quiet", False):
+        print(f"videomae-keras {args.command}: Keras {keras.__version__}, "
+              f"{keras.backend.backend()} backend (KERAS_BACKEND chooses)", file=sys.stderr,
+              flush=True)
+
+
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the program is, so it unwinds like Ctrl-C."""
+
+
+def _on_sigterm(signum, frame):
+    raise _Terminated()
+
+
 def main(argv=None):
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "run", None):
         parser.print_help()
         return EXIT_ERROR
-    from videomae_keras.porting import VerificationError
-
+    previous = None
     try:
+        previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    except ValueError:  # not the main thread: leave signals alone
+        pass
+    try:
+        return _run(args)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _run(args):
+    try:
+        if _needs_keras(args):
+            _start(args)
         return args.run(args)
-    except VerificationError as e:
-        print(f"videomae-keras {args.command}: verification failed: {e}", file=sys.stderr)
+    except KeyboardInterrupt as e:
+        what = _INTERRUPTED.get(args.command, "interrupted")
+        print(f"videomae-keras {args.command}: {what}", file=sys.stderr)
+        return 128 + signal.SIGTERM if isinstance(e, _Terminated) else EXIT_INTERRUPTED
+    except BrokenPipeError:  # output piped into `head` and the like: stop quietly
+        with contextlib.suppress(OSError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EXIT_VERIFY_FAILED
-    except KeyboardInterrupt:
-        print(f"videomae-keras {args.command}: interrupted; nothing partial was kept", file=sys.stderr)
-        return 130
     except Exception as e:  # one line, no traceback (VIDEOMAE_KERAS_DEBUG=1 shows it)
         if os.environ.get("VIDEOMAE_KERAS_DEBUG"):
             raise
-        message = e.args[0] if isinstance(e, KeyError) and e.args else e
-        known = (_UsageError, ValueError, KeyError, FileExistsError, FileNotFoundError,
-                 ImportError, RuntimeError, OSError)
-        prefix = "" if isinstance(e, known) else f"{type(e).__name__}: "
-        text = str(message).strip().splitlines()[0] if str(message).strip() else type(e).__name__
-        print(f"videomae-keras {args.command}: error: {prefix}{text}", file=sys.stderr)
+        porting = sys.modules.get("videomae_keras.porting")  # only it raises these
+        if porting is not None and isinstance(e, porting.VerificationError):
+            print(f"videomae-keras {args.command}: verification failed: {e}", file=sys.stderr)
+            return EXIT_VERIFY_FAILED
+        print(f"videomae-keras {args.command}: error: {one_line(e)}", file=sys.stderr)
         return EXIT_ERROR
+
+
+def one_line(error):
+    """An exception as the one line the command prints: its message's first line, with the
+    type's name where the type says more than the message (not for the usual errors)."""
+    message = error.args[0] if isinstance(error, KeyError) and error.args else error
+    known = (_UsageError, ValueError, KeyError, FileExistsError, FileNotFoundError,
+             ImportError, RuntimeError, OSError)
+    prefix = "" if isinstance(error, known) else f"{type(error).__name__}: "
+    text = str(message).strip()
+    return prefix + (text.splitlines()[0] if text else type(error).__name__)
 
 
 if __name__ == "__main__":

@@ -33,6 +33,12 @@ def demo_files():
     return paths
 
 
+def sample_video():
+    """Path of the shipped sample clip (a disc moving right over a textured background, 32
+    frames at 48x64): a video file every installation has, for examples and quick checks."""
+    return demo_files()["clip"]
+
+
 def run_demo(out="videomae-demo", overwrite=False, quiet=False):
     """Predicts on the shipped clip and writes OUT/demo_clip.reconstruction.{png,gif}."""
     import keras

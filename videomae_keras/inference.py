@@ -18,6 +18,7 @@ import keras
 
 from videomae_keras import registry
 from videomae_keras.configs import IMAGENET_MEAN, IMAGENET_STD
+from videomae_keras.options import parse_views
 from videomae_keras.progress import Stages
 from videomae_keras.video.io import VideoReader, to_rgb
 from videomae_keras.video.preprocess import crop_and_normalize, resize_short_side
@@ -43,21 +44,6 @@ def model_clip_shape(model):
     if len(shape) != 5 or None in shape[1:4]:
         raise ValueError(f"Expected a video model with a (B, T, H, W, 3) input; got {shape}.")
     return tuple(int(s) for s in shape[1:4])
-
-
-def parse_views(views):
-    """(clips, crops) from a pair, "5x3", or None (the sampler's default)."""
-    if views is None:
-        return None
-    if isinstance(views, str):
-        parts = views.lower().replace("*", "x").split("x")
-        if len(parts) != 2 or not all(p.strip().isdigit() for p in parts):
-            raise ValueError(f"views must look like 5x3 (clips x crops); got {views!r}.")
-        views = tuple(int(p) for p in parts)
-    clips, crops = (int(v) for v in views)
-    if clips < 1 or crops < 1:
-        raise ValueError(f"views needs at least one clip and one crop; got {clips}x{crops}.")
-    return clips, crops
 
 
 def default_sampling(num_classes=None, label_map=None):
@@ -258,8 +244,9 @@ def predict_video(
         video: a video file, or decoded frames (T, H, W, C).
         views: (clips, crops) or "5x3"; default 5x3 for dense sampling, 2x3 for segment.
         top_k: how many classes to return.
-        labels: class names: None picks the shipped map by head size (Kinetics-400 for 400,
-            SSv2 for 174, UCF101 for 101), or a list, a label map name, a text file, or
+        labels: class names: None takes the model's own (`class_names`, saved with models
+            fine-tuned or ported here), else the shipped map by head size (Kinetics-400 for
+            400, SSv2 for 174, UCF101 for 101); or a list, a label map name, a text file, or
             False for indices only.
         sampling: "dense" (stride `sampling_rate`), "segment" (SSv2) or "uniform"; default
             "segment" for 174-class heads, else "dense".
@@ -270,8 +257,12 @@ def predict_video(
     probability is the softmax averaged over the views.
     """
     num_classes = _check_classifier(model)
-    names = resolve_labels(labels, num_classes)
-    label_map = registry.labels_for(num_classes) if labels is None else labels
+    own = getattr(model, "class_names", None)  # saved with the model
+    if labels is None and own:
+        names, label_map = list(own), None
+    else:
+        names = resolve_labels(labels, num_classes)
+        label_map = registry.labels_for(num_classes) if labels is None else labels
     sampling = sampling or default_sampling(num_classes, label_map)
     frames, height, width = model_clip_shape(model)
     stages = _stages(progress)

@@ -19,15 +19,9 @@ from videomae_keras import export, flops, hub, registry
 from videomae_keras.atomic import atomic_output, check_writable
 from videomae_keras.convert.loading import build_model, load_pytorch_weights, plan_model
 from videomae_keras.masking import mask_with_count
+from videomae_keras.options import FORMATS  # format name -> file suffix
 from videomae_keras.progress import Stages
 from videomae_keras.video.preprocess import normalize
-
-FORMATS = {
-    "keras": ".keras",
-    "h5": ".weights.h5",
-    "savedmodel": "_savedmodel",
-    "onnx": ".onnx",
-}
 
 
 class VerificationError(RuntimeError):

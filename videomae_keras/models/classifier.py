@@ -23,6 +23,8 @@ class VideoMAEClassifier(VideoMAEModelBase):
         fc_norm_epsilon: LayerNorm epsilon after pooling (official 1e-6, transformers 1e-5).
         head_dropout_rate: dropout before the head (official fc_drop_rate / head_drop_rate).
         head_init_scale: the head's initial weights are scaled by this (official 0.001).
+        class_names: the name of each class, in head order (saved with the model, so
+            `predict_video` and `videomae-keras predict` show them), or None.
         dtype: dtype policy, e.g. "mixed_bfloat16"; the head always computes in float32.
         **kwargs: encoder arguments, see `videomae_keras.configs.ENCODER_DEFAULTS`
             (num_frames, image_size, patch_size, hidden_dim, depth, num_heads, mlp_dim,
@@ -37,11 +39,14 @@ class VideoMAEClassifier(VideoMAEModelBase):
         fc_norm_epsilon=1e-6,
         head_dropout_rate=0.0,
         head_init_scale=0.001,
+        class_names=None,
         name="videomae_classifier",
         dtype=None,
         **kwargs,
     ):
         config, model_kwargs = split_encoder_kwargs(kwargs)
+        num_classes = _check_count("num_classes", num_classes)
+        class_names = _check_class_names(class_names, num_classes)
         video, grid = self._video_input(config)
         # official fine-tuning init: trunc_normal_(std=0.02) Linear weights
         encoder = self._make_encoder(
@@ -66,12 +71,39 @@ class VideoMAEClassifier(VideoMAEModelBase):
             head_dropout_rate=float(head_dropout_rate),
             head_init_scale=float(head_init_scale),
         )
+        if class_names is not None:
+            config["class_names"] = list(class_names)
+        self.class_names = class_names
         self._finish_init(config, grid, dtype)
 
     def call(self, inputs, training=None, mask=None):
         (video,) = self._split_inputs(inputs, ["video"])
         self._check_video(video)
         return super().call(video, training=training, mask=mask)
+
+
+def _check_count(name, value):
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != int(value) \
+            or value < 0:
+        raise ValueError(f"{name} must be a whole number, 0 or more (0: no head, pooled "
+                         f"features out); got {value!r}.")
+    return int(value)
+
+
+def _check_class_names(names, num_classes):
+    """The class names as a tuple of strings, one per class, or None."""
+    if names is None:
+        return None
+    if isinstance(names, str):
+        raise ValueError("class_names must be a list of names, one per class; got a string.")
+    names = tuple(str(n) for n in names)
+    if len(names) != num_classes:
+        raise ValueError(
+            f"class_names has {len(names)} names but the head has {num_classes} classes."
+        )
+    if len(set(names)) != len(names):
+        raise ValueError("class_names repeat; each class needs its own name.")
+    return names
 
 
 def _head_dtype(dtype):

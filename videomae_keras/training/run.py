@@ -3,19 +3,26 @@
 `pretrain(...)` and `finetune(...)` are what `videomae-keras pretrain` / `finetune` call.
 Each run writes into its output folder:
 
+- `run.json`: the command, the arguments that change the result and the sha256 of the lists
+  and files it reads, written when training starts (status "running") and completed with the
+  final figures (status "finished");
 - `log.csv` (one row per epoch) and `tensorboard/` (when TensorBoard is installed);
-- `backup/`: the state to resume from (`keras.callbacks.BackupAndRestore`): running the
-  same command again after an interruption continues where it stopped;
-- the final model, `pretrained.keras` or `finetuned.keras`, written atomically;
-- `run.json`: the arguments and final figures.
+- `backup/`: the state after each epoch (`videomae_keras.training.backup`), written
+  atomically; the two newest are kept, and a rerun of the same command resumes from the
+  newest that reads back whole;
+- the final model, `pretrained.keras` or `finetuned.keras`, written atomically before any
+  evaluation, after which the backups go.
 
-A non-finite loss stops the run with a message naming the epoch and batch.
+Before the first step every list is checked (each video exists and opens, each label is in
+range). A folder holding another run is refused unless `overwrite=True`; a finished run is
+left as it is. A non-finite loss stops the run with a message naming the epoch and batch.
 """
 
 import contextlib
-import json
 import math
 import os
+import shutil
+import sys
 
 import numpy as np
 
@@ -23,12 +30,19 @@ import keras
 
 from videomae_keras.atomic import atomic_output
 from videomae_keras.configs import TINY_DECODER, TINY_ENCODER
-from videomae_keras.data import VideoClipDataset, VideoMixup, read_annotations
-from videomae_keras.inference import parse_views
+from videomae_keras.data import VideoClipDataset, VideoMixup
+from videomae_keras.data.annotations import check_annotations, label_names
 from videomae_keras.masking import RunningCellMaskingGenerator, TubeMaskingGenerator
+from videomae_keras.options import parse_views
+from videomae_keras.training import backup, run_folder
 from videomae_keras.training.distribute import data_parallel
 from videomae_keras.training.losses import SmoothedCrossentropy
 from videomae_keras.training.optimizers import finetuning_optimizer, pretraining_optimizer
+
+
+class EvaluationError(RuntimeError):
+    """Training finished and the model was saved, but evaluating it failed."""
+
 
 class NonFiniteLoss(RuntimeError):
     """The loss became NaN or infinite."""
@@ -66,11 +80,11 @@ class SyncDataEpoch(keras.callbacks.Callback):
         self.data.set_epoch(epoch)
 
 
-def _callbacks(out_dir, progress, data, extra=None):
+def _callbacks(out_dir, data, extra=None):
     callbacks = [
         SyncDataEpoch(data),
         StopOnNonFiniteLoss(),
-        keras.callbacks.BackupAndRestore(os.path.join(out_dir, "backup")),
+        backup.EpochBackup(os.path.join(out_dir, "backup")),
         keras.callbacks.CSVLogger(os.path.join(out_dir, "log.csv"), append=True),
     ]
     try:
@@ -80,6 +94,73 @@ def _callbacks(out_dir, progress, data, extra=None):
     except ImportError:
         pass
     return callbacks + list(extra or [])
+
+
+def _say(message):
+    """Lines the user must see whatever `progress` says (a finished run, a fallback)."""
+    print(f"videomae-keras: {message}", file=sys.stderr, flush=True)
+
+
+def _open(out_dir, command, arguments, inputs, model_file, overwrite, evaluation=None):
+    state = run_folder.open_run(out_dir, command, arguments, inputs, model_file,
+                                overwrite=overwrite, evaluation=evaluation)
+    if state.note:
+        _say(f"{out_dir}: {state.note}")
+    return state
+
+
+def _checked(path, state, key, progress, workers, check_videos, **kwargs):
+    """The samples of an annotation list, checked whole unless this run already checked the
+    same content."""
+    fingerprint = state.record["inputs"].get(key) or state.record["evaluation"].get(key)
+    done = state.record.get("checked", {})
+    if check_videos and fingerprint and done.get(key) == fingerprint.get("sha256"):
+        check_videos = False  # a resumed run: every video opened when it started
+    stages = None
+    if progress:
+        from videomae_keras.progress import Stages
+
+        stages = Stages(0)
+    samples = check_annotations(path, open_videos=check_videos, workers=workers,
+                                progress=stages, **kwargs)
+    if fingerprint and fingerprint.get("sha256"):
+        state.record.setdefault("checked", {})[key] = fingerprint["sha256"]
+    return samples
+
+
+def _fit(model, data, out_dir, epochs, progress, callbacks):
+    """`model.fit` from the newest readable backup (or from the start); returns the history
+    and the epoch it started at."""
+    initial = backup.restore(model, os.path.join(out_dir, "backup"), epochs, report=_say)
+    run_folder.trim_log(os.path.join(out_dir, "log.csv"), initial)
+    if initial and progress:
+        _say(f"{out_dir}: resuming at epoch {initial + 1} of {epochs}")
+    # shuffle=False: the data set shuffles itself, seeded per epoch (Keras would reorder
+    # batches with Python's global random state, which a resumed run cannot reproduce)
+    history = model.fit(data, epochs=epochs, initial_epoch=initial, shuffle=False,
+                        callbacks=_callbacks(out_dir, data, callbacks),
+                        verbose=1 if progress else 0)
+    return history, initial
+
+
+def _last_logged(out_dir, key):
+    """The last epoch's `key` from log.csv (the history of a resumed run may be empty)."""
+    path = os.path.join(out_dir, "log.csv")
+    if not os.path.exists(path):
+        return None
+    with open(path, encoding="utf-8") as f:
+        rows = [row.split(",") for row in f.read().strip().splitlines()]
+    if len(rows) < 2 or key not in rows[0]:
+        return None
+    try:
+        return float(rows[-1][rows[0].index(key)])
+    except (ValueError, IndexError):
+        return None
+
+
+def _finish(state, out_dir, results):
+    run_folder.write_record(state, status="finished", **results)
+    shutil.rmtree(os.path.join(out_dir, "backup"), ignore_errors=True)
 
 
 def _jit():
@@ -96,30 +177,42 @@ def _save(model, path, overwrite=True):
     return path
 
 
-def _write_json(path, data):
-    with atomic_output(path, overwrite=True) as temp:
-        with open(temp, "w", encoding="utf-8") as f:
-            json.dump(data, f, indent=2, default=str)
-
-
 def pretrain(train_list, out_dir, architecture=None, epochs=100, batch_size=16, base_lr=1.5e-4,
              warmup_epochs=None, mask_ratio=0.9, num_frames=16, image_size=224,
              sampling_rate=4, clip_grad=None, workers=2, seed=0, dtype=None, progress=True,
-             distributed=False, callbacks=None, decoder_mask_ratio=0.0, **model_kwargs):
+             distributed=False, callbacks=None, decoder_mask_ratio=0.0, overwrite=False,
+             check_videos=True, **model_kwargs):
     """Self-supervised pretraining on the videos of an annotation list (labels unused).
 
     `decoder_mask_ratio` > 0 is VideoMAE V2 dual masking (V2 uses 0.5): the decoder
     reconstructs only a running-cell selection of the tokens.
 
     `architecture`: a factory name ("S16PT", "B16PT", ...), "tiny" (configs.TINY_ENCODER
-    and TINY_DECODER), or None with
-    the model given by keyword arguments. `distributed=True` trains data-parallel on the
-    local devices (see `videomae_keras.training.distribute`). Returns the trained
-    VideoMAEPretrainer.
+    and TINY_DECODER), or None with the model given by keyword arguments.
+    `distributed=True` trains data-parallel on the local devices (see
+    `videomae_keras.training.distribute`). `out_dir` must be new, or hold this same run
+    (interrupted: it resumes; finished: nothing is done), unless `overwrite=True`.
+    `check_videos=False` checks only that the listed files exist, not that they open.
+    Returns the trained VideoMAEPretrainer.
     """
-    from videomae_keras.convert.loading import architecture_factory
+    from videomae_keras.convert.loading import architecture_factory, load_keras_model
     from videomae_keras.models import VideoMAEPretrainer
 
+    final = os.path.join(out_dir, "pretrained.keras")
+    arguments = dict(architecture=architecture, epochs=epochs, batch_size=batch_size,
+                     base_lr=base_lr, warmup_epochs=warmup_epochs, mask_ratio=mask_ratio,
+                     num_frames=num_frames, image_size=image_size, sampling_rate=sampling_rate,
+                     clip_grad=clip_grad, seed=seed, dtype=dtype,
+                     decoder_mask_ratio=decoder_mask_ratio, model=model_kwargs)
+    state = _open(out_dir, "pretrain", arguments,
+                  {"train_list": run_folder.fingerprint(train_list)}, "pretrained.keras",
+                  overwrite)
+    if state.action in ("finished", "evaluate"):
+        _say(f"{out_dir} is a finished pretrain run ({final}); nothing to do")
+        model = load_keras_model(final)
+        model.run_state = state
+        return model
+    samples = _checked(train_list, state, "train_list", progress, workers, check_videos)
     keras.utils.set_random_seed(seed)
     os.makedirs(out_dir, exist_ok=True)
     scope = data_parallel() if distributed else contextlib.nullcontext()
@@ -133,7 +226,7 @@ def pretrain(train_list, out_dir, architecture=None, epochs=100, batch_size=16, 
         else:
             model = VideoMAEPretrainer(**kwargs)
         data = VideoClipDataset(
-            read_annotations(train_list), "pretrain", num_frames, image_size, batch_size,
+            samples, "pretrain", num_frames, image_size, batch_size,
             sampling_rate=sampling_rate, seed=seed,
             mask_generator=TubeMaskingGenerator(model.grid, mask_ratio),
             decoder_mask_generator=(RunningCellMaskingGenerator(model.grid, decoder_mask_ratio)
@@ -144,29 +237,24 @@ def pretrain(train_list, out_dir, architecture=None, epochs=100, batch_size=16, 
         warmup = None if warmup_epochs is None else warmup_epochs * len(data)
         model.compile(optimizer=pretraining_optimizer(steps, batch_size, base_lr, warmup,
                                                       clip_grad=clip_grad), jit_compile=_jit())
-        # shuffle=False: the data set shuffles itself, seeded per epoch (Keras would reorder
-        # batches with Python's global random state, which a resumed run cannot reproduce)
-        history = model.fit(data, epochs=epochs, shuffle=False,
-                            callbacks=_callbacks(out_dir, progress, data, callbacks),
-                            verbose=1 if progress else 0)
-    path = _save(model, os.path.join(out_dir, "pretrained.keras"))
+        run_folder.write_record(state)
+        history, _ = _fit(model, data, out_dir, epochs, progress, callbacks)
+    path = _save(model, final)
     losses = history.history.get("loss", [])
-    _write_json(os.path.join(out_dir, "run.json"), {
-        "command": "pretrain", "train_list": train_list, "architecture": architecture,
-        "epochs": epochs, "batch_size": batch_size, "base_lr": base_lr,
-        "mask_ratio": mask_ratio, "decoder_mask_ratio": decoder_mask_ratio,
-        "num_frames": num_frames, "image_size": image_size,
-        "sampling_rate": sampling_rate, "seed": seed, "final_loss": losses[-1] if losses else None,
+    _finish(state, out_dir, {
+        "final_loss": losses[-1] if losses else _last_logged(out_dir, "loss"),
         "model": path, "parameters": model.count_params(),
     })
+    model.run_state = state
     return model
 
 
 def classifier_from_pretrained(pretrained, num_classes, drop_path_rate=0.1, head_dropout=0.0,
-                               dtype=None):
+                               dtype=None, class_names=None):
     """A classifier whose encoder starts from a pretraining model (a `.keras` file, any
     `from_pretrained` source, or a model); fc_norm and the head start fresh, the head scaled
-    by 0.001, as the official fine-tuning does. Returns (classifier, transferred count)."""
+    by 0.001, as the official fine-tuning does; `class_names` are stored in the model.
+    Returns (classifier, transferred count)."""
     from videomae_keras.convert import from_pretrained
     from videomae_keras.models import VideoMAEClassifier
 
@@ -179,7 +267,7 @@ def classifier_from_pretrained(pretrained, num_classes, drop_path_rate=0.1, head
     model = VideoMAEClassifier(num_classes=num_classes, drop_path_rate=drop_path_rate,
                                head_dropout_rate=head_dropout,
                                fc_norm_epsilon=config.get("layer_norm_epsilon", 1e-6),
-                               dtype=dtype, **kwargs)
+                               class_names=class_names, dtype=dtype, **kwargs)
     weights = {v.path: v for v in source.encoder.weights}
     transferred = 0
     for variable in model.encoder.weights:
@@ -224,30 +312,99 @@ def _evaluate_views(model, samples, num_frames, image_size, sampling_rate, batch
     return correct / max(1, len(samples))
 
 
-def finetune(train_list, out_dir, pretrained, num_classes, val_list=None, epochs=50,
+def resolve_class_names(train_list, labels=None, num_classes=None):
+    """(class names or None, num_classes) of a fine-tuning run: names from `labels` (a text
+    file, one name per line, or a list), else the train list's label column when it holds
+    names (sorted), else none; the class count from the names when not given."""
+    names = None
+    if labels is not None:
+        if isinstance(labels, (str, os.PathLike)):
+            path = os.fspath(labels)
+            if not os.path.isfile(path):
+                raise FileNotFoundError(f"{path}: no such label file (one class name per line).")
+            with open(path, encoding="utf-8") as f:
+                names = [line.strip() for line in f if line.strip()]
+        else:
+            names = [str(n) for n in labels]
+        if len(set(names)) != len(names):
+            raise ValueError(f"{labels}: class names repeat; each class needs its own name.")
+    else:
+        names = label_names(train_list)
+    if names is not None:
+        if num_classes is not None and int(num_classes) != len(names):
+            raise ValueError(
+                f"{labels or train_list} names {len(names)} classes but num_classes is "
+                f"{num_classes}; give the same count (or leave --num-classes out)."
+            )
+        num_classes = len(names)
+    if num_classes is None:
+        raise ValueError(f"{train_list} has numeric labels: give the number of classes "
+                         "(--num-classes, num_classes=), or class names with --labels.")
+    return names, int(num_classes)
+
+
+def finetune(train_list, out_dir, pretrained, num_classes=None, val_list=None, epochs=50,
              batch_size=16, base_lr=1e-3, layer_decay=0.75, warmup_epochs=None,
              drop_path_rate=0.1, label_smoothing=0.1, flip=True, scale=(0.08, 1.0),
              sampling_rate=4, clip_grad=None, workers=2, seed=0, dtype=None, progress=True,
-             mixup=0.0, cutmix=0.0, distributed=False, callbacks=None, test_views=None):
+             mixup=0.0, cutmix=0.0, distributed=False, callbacks=None, test_views=None,
+             labels=None, overwrite=False, check_videos=True):
     """Supervised fine-tuning of a pretrained encoder on an annotation list.
 
     Returns (classifier, {"val_top1": ...}). The clip size comes from the pretrained model.
     With `val_list`, the final model is evaluated on one centre clip per video (`val_top1`)
     and, given `test_views` (e.g. (5, 3) or "5x3", the official Kinetics test), with the
-    multi-view protocol too (`val_top1_views`).
+    multi-view protocol too (`val_top1_views`). Both lists are checked before training; the
+    model is saved before it is evaluated, and an evaluation that fails raises
+    EvaluationError with the model kept (a rerun of the command evaluates again).
     `mixup` / `cutmix` are the Beta alphas of `VideoMixup` (official 0.8 / 1.0; 0 = off).
+    `labels`: class names (a file, one per line, or a list), stored in the model; a train
+    list whose labels are names gives them too. `overwrite` and `check_videos` as in
+    `pretrain`.
     """
+    from videomae_keras.convert.loading import load_keras_model
+
+    final = os.path.join(out_dir, "finetuned.keras")
+    class_names, num_classes = resolve_class_names(train_list, labels, num_classes)
+    source = (run_folder.fingerprint(pretrained) if isinstance(pretrained, (str, os.PathLike))
+              else {"model": getattr(pretrained, "name", type(pretrained).__name__)})
+    arguments = dict(num_classes=num_classes, class_names=class_names, epochs=epochs,
+                     batch_size=batch_size, base_lr=base_lr, layer_decay=layer_decay,
+                     warmup_epochs=warmup_epochs, drop_path_rate=drop_path_rate,
+                     label_smoothing=label_smoothing, flip=flip, scale=scale,
+                     sampling_rate=sampling_rate, clip_grad=clip_grad, seed=seed, dtype=dtype,
+                     mixup=mixup, cutmix=cutmix)
+    evaluation = {"val_list": run_folder.fingerprint(val_list) if val_list else None,
+                  "test_views": "%dx%d" % parse_views(test_views) if test_views else None}
+    state = _open(out_dir, "finetune", arguments,
+                  {"train_list": run_folder.fingerprint(train_list), "pretrained": source},
+                  "finetuned.keras", overwrite, evaluation)
+    if state.action == "finished":
+        _say(f"{out_dir} is a finished finetune run ({final}); nothing to do")
+        model = load_keras_model(final)
+        model.run_state = state
+        return model, _results(state.record)
+    val = None
+    if val_list:
+        val = _checked(val_list, state, "val_list", progress, workers, check_videos,
+                       num_classes=num_classes, class_names=class_names)
+    if state.action == "evaluate":  # trained before; its evaluation failed or changed
+        _say(f"{out_dir} is a finished finetune run; evaluating {final} again")
+        model = load_keras_model(final)
+        frames, height = model.inputs[0].shape[1], model.inputs[0].shape[2]
+        results = _evaluate_saved(model, state, val, val_list, frames, height, sampling_rate,
+                                  batch_size, workers, test_views)
+        model.run_state = state
+        return model, results
+    samples = _checked(train_list, state, "train_list", progress, workers, check_videos,
+                       num_classes=num_classes, class_names=class_names)
     keras.utils.set_random_seed(seed)
     os.makedirs(out_dir, exist_ok=True)
     scope = data_parallel() if distributed else contextlib.nullcontext()
     with scope:
         model, transferred = classifier_from_pretrained(pretrained, num_classes, drop_path_rate,
-                                                        dtype=dtype)
+                                                        dtype=dtype, class_names=class_names)
         frames, height = model.inputs[0].shape[1], model.inputs[0].shape[2]
-        samples = read_annotations(train_list)
-        bad = sorted({label for _, label in samples if not 0 <= label < num_classes})
-        if bad:
-            raise ValueError(f"{train_list}: labels {bad[:5]} lie outside 0..{num_classes - 1}.")
         mixer = None
         if mixup > 0 or cutmix > 0:
             mixer = VideoMixup(num_classes, mixup, cutmix, label_smoothing=label_smoothing)
@@ -261,28 +418,49 @@ def finetune(train_list, out_dir, pretrained, num_classes, val_list=None, epochs
         model.compile(optimizer=optimizer, loss=SmoothedCrossentropy(num_classes, label_smoothing),
                       metrics=None if mixer else ["sparse_categorical_accuracy"],
                       jit_compile=_jit())
-        # shuffle=False: the data set shuffles itself, seeded per epoch (Keras would reorder
-        # batches with Python's global random state, which a resumed run cannot reproduce)
-        history = model.fit(data, epochs=epochs, shuffle=False,
-                            callbacks=_callbacks(out_dir, progress, data, callbacks),
-                            verbose=1 if progress else 0)
-    results = {"train_loss": history.history.get("loss", [None])[-1],
-               "encoder_tensors_transferred": transferred}
-    if val_list:
-        val = read_annotations(val_list)
-        results["val_top1"] = evaluate(model, val, frames, height, sampling_rate, batch_size,
-                                       workers)
-        if test_views:
-            results["val_top1_views"] = evaluate(model, val, frames, height, sampling_rate,
-                                                 batch_size, views=test_views)
-            results["test_views"] = "%dx%d" % parse_views(test_views)
-    path = _save(model, os.path.join(out_dir, "finetuned.keras"))
-    _write_json(os.path.join(out_dir, "run.json"), {
-        "command": "finetune", "train_list": train_list, "val_list": val_list,
-        "pretrained": str(pretrained), "num_classes": num_classes, "epochs": epochs,
-        "batch_size": batch_size, "base_lr": base_lr, "layer_decay": layer_decay,
-        "label_smoothing": label_smoothing, "mixup": mixup, "cutmix": cutmix, "flip": flip,
-        "seed": seed, "model": path,
-        **results,
-    })
+        run_folder.write_record(state)
+        history, _ = _fit(model, data, out_dir, epochs, progress, callbacks)
+    path = _save(model, final)  # before any evaluation: training is never lost to it
+    losses = history.history.get("loss", [])
+    state.record.update(model=path, train_loss=losses[-1] if losses else _last_logged(
+        out_dir, "loss"), encoder_tensors_transferred=transferred)
+    _finish(state, out_dir, {})
+    results = _evaluate_saved(model, state, val, val_list, frames, height, sampling_rate,
+                              batch_size, workers, test_views)
+    model.run_state = state
     return model, results
+
+
+_RESULT_KEYS = ("train_loss", "encoder_tensors_transferred", "val_top1", "val_top1_views",
+                "test_views", "evaluation_error")
+
+
+def _results(record):
+    return {k: record[k] for k in _RESULT_KEYS if record.get(k) is not None}
+
+
+def _evaluate_saved(model, state, val, val_list, frames, height, sampling_rate, batch_size,
+                    workers, test_views):
+    """Evaluates the saved model on the validation list and records the figures; a failure
+    is recorded and raised as EvaluationError, the model staying where it was saved."""
+    results = {"val_top1": None, "val_top1_views": None, "test_views": None,
+               "evaluation_error": None}
+    if val:
+        try:
+            results["val_top1"] = evaluate(model, val, frames, height, sampling_rate,
+                                           batch_size, workers)
+            if test_views:
+                results["val_top1_views"] = evaluate(model, val, frames, height, sampling_rate,
+                                                     batch_size, views=test_views)
+                results["test_views"] = "%dx%d" % parse_views(test_views)
+        except Exception as e:
+            text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            run_folder.write_record(state, evaluation_error=text, **{
+                k: v for k, v in results.items() if k != "evaluation_error"})
+            raise EvaluationError(
+                f"the model is saved ({state.record.get('model')}), but evaluating it on "
+                f"{val_list} failed: {text}. Fix the list and rerun the same command to "
+                "evaluate it again (training is not repeated)."
+            ) from e
+    run_folder.write_record(state, evaluated=True, **results)
+    return _results(state.record)

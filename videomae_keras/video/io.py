@@ -40,6 +40,36 @@ def available_backends():
     return found
 
 
+def quiet_decoders():
+    """Turns off the decoders' own logging, so that a video that cannot be read is reported
+    once, by the `VideoError` naming it (not also by FFmpeg's "moov atom not found" from
+    decord and OpenCV, and OpenCV's capture warnings).
+
+    It changes process-wide settings of decord, PyAV and OpenCV (FFmpeg's log level takes
+    effect only before OpenCV's first capture), so the library never calls it on its own: the
+    command line does, at start.
+    """
+    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # AV_LOG_QUIET
+    try:
+        import cv2
+
+        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
+    except (ImportError, AttributeError):
+        pass
+    try:
+        import decord
+
+        decord.logging.set_level(decord.logging.QUIET)
+    except (ImportError, AttributeError):
+        pass
+    try:
+        import av.logging
+
+        av.logging.set_level(None)
+    except (ImportError, AttributeError):
+        pass
+
+
 def to_rgb(frames):
     """Any frames (T, H, W), (T, H, W, 1|3|4), uint8/uint16/float -> (T, H, W, 3) uint8 RGB.
 
@@ -86,11 +116,18 @@ class VideoReader:
                 f"The {backend} video backend is not installed "
                 f"(pip install {'av' if backend == 'pyav' else backend})."
             )
-        self._remaining = list(names)
         self._auto = backend == "auto"
         errors = []
+        if self._auto and "decord" in names and "pyav" in names:
+            # decord logs its own error line from C++ for a file FFmpeg cannot open: a quiet
+            # PyAV look at the container first (both demux with FFmpeg) spares that
+            problem = _pyav_open_error(self.path)
+            if problem is not None:
+                names = [n for n in names if n != "decord"]
+                errors.append(problem)
+        self._remaining = list(names)
         if not self._open_next(errors):
-            detail = errors[-1] if errors else "no backend"
+            detail = errors[0] if errors else "no backend"
             raise VideoError(f"{self.path}: cannot read this video ({detail}).")
 
     def _open_next(self, errors=None):
@@ -215,6 +252,35 @@ class VideoReader:
         )
 
 
+def probe_video(path, open_video=True):
+    """Checks that `path` is a video file that opens, without decoding a frame (PyAV reads
+    the container when installed, else the decoders open it); raises a VideoError naming the
+    file. `open_video=False` checks only that it exists, is readable and is not empty."""
+    path = os.fspath(path)
+    _check_file(path)
+    if not open_video:
+        return
+    if "pyav" in available_backends():
+        problem = _pyav_open_error(path)
+        if problem is not None:
+            raise VideoError(f"{path}: cannot read this video ({problem}).")
+        return
+    VideoReader(path).close()
+
+
+def _pyav_open_error(path):
+    """Why FFmpeg (through PyAV) cannot open the container at `path`, or None if it can."""
+    import av
+
+    try:
+        with av.open(path) as container:
+            if not container.streams.video:
+                return "the file has no video stream"
+    except Exception as e:
+        return _clean(e)
+    return None
+
+
 def video_info(path, backend="auto"):
     """{"frames", "fps", "height", "width", "duration", "backend"} of a video file."""
     with VideoReader(path, backend) as reader:
@@ -241,7 +307,8 @@ def _clean(error):
     import re
 
     text = re.sub(r"\[[0-9:]+\] [^ ]+:[0-9]+: ", "", str(error)).strip() or type(error).__name__
-    text = text.splitlines()[0]
+    text = re.sub(r"^\[Errno -?\d+\] ", "", text.splitlines()[0])  # PyAV's FFmpeg errors
+    text = re.sub(r": '[^']*'$", "", text)  # ... and the path they repeat
     return text if len(text) <= 160 else text[:157] + "..."
 
 
@@ -285,7 +352,7 @@ class _PyAV:
         try:
             self.container = av.open(path)
         except Exception as e:
-            raise VideoError(str(e))
+            raise VideoError(_clean(e))
         if not self.container.streams.video:
             self.container.close()
             raise VideoError("the file has no video stream")

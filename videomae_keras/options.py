@@ -1,0 +1,25 @@
+"""Plain option values shared by the library and the command line, with no Keras or numpy
+(the command line checks its arguments with these before anything heavy loads)."""
+
+# What `port` writes: format name -> file suffix.
+FORMATS = {
+    "keras": ".keras",
+    "h5": ".weights.h5",
+    "savedmodel": "_savedmodel",
+    "onnx": ".onnx",
+}
+
+
+def parse_views(views):
+    """(clips, crops) from a pair, "5x3", or None (the sampler's default)."""
+    if views is None:
+        return None
+    if isinstance(views, str):
+        parts = views.lower().replace("*", "x").split("x")
+        if len(parts) != 2 or not all(p.strip().isdigit() for p in parts):
+            raise ValueError(f"views must look like 5x3 (clips x crops); got {views!r}.")
+        views = tuple(int(p) for p in parts)
+    clips, crops = (int(v) for v in views)
+    if clips < 1 or crops < 1:
+        raise ValueError(f"views needs at least one clip and one crop; got {clips}x{crops}.")
+    return clips, crops
