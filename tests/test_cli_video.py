@@ -193,6 +193,21 @@ def test_reconstruct_writes_png_and_gif(fixtures, capsys, tmp_path):
     assert report["masked_tokens"] == 16 and report["tokens"] == 32 and len(report["files"]) == 1
 
 
+def test_reconstruct_honours_the_mask_ratio_of_a_keras_file(capsys, tmp_path):
+    """--mask-ratio was ignored without a word for `.keras` pretraining models."""
+    from videomae_keras.demo import demo_files
+
+    results = {}
+    for ratio in ("0.75", "0.5"):
+        code, out, err = run(capsys, "reconstruct", demo_files()["clip"], "--weights",
+                             demo_files()["pretrainer"], "--out", tmp_path / ratio, "--quiet",
+                             "--json", "--no-gif", "--mask-ratio", ratio, "--sampling-rate", "2")
+        assert code == 0, err
+        results[ratio] = json.loads(out)
+    assert results["0.75"]["masked_tokens"] == 96 and results["0.5"]["masked_tokens"] == 64
+    assert results["0.5"]["tokens"] == 128
+
+
 def test_reconstruct_rejects_a_classifier(fixtures, capsys, tmp_path):
     code, _, err = run(capsys, "reconstruct", fixtures["mp4"], "--weights",
                        fixtures["classifier"], "--out", tmp_path, "--quiet")

@@ -22,13 +22,19 @@ VIT_S_HF = dict(hidden_size=384, num_attention_heads=16, intermediate_size=1536,
 VIT_S_OFFICIAL = dict(hidden_size=384, num_attention_heads=6, intermediate_size=1536, num_labels=400)
 
 
+COMMIT = "0123456789abcdef0123456789abcdef01234567"
+
+
 class Server:
-    """Serves registered byte strings by path; Google Drive ids go through a confirm page."""
+    """Serves registered byte strings by path; Google Drive ids go through a confirm page.
+    Hub paths (/REPO/resolve/REV/FILE) answer as the Hub does for huggingface_hub: HEAD with
+    the commit and ETag, EntryNotFound for missing files, byte ranges for resumed downloads."""
 
     def __init__(self):
         self.files = {}  # path -> bytes
         self.drive = {}  # id -> bytes
         self.requests = []
+        self.headers = []  # (method, path, headers) of every request
         self.truncate = set()
         self.quota = set()
         server = self
@@ -37,10 +43,18 @@ class Server:
             def log_message(self, *args):
                 pass
 
+            def do_HEAD(self):
+                self._answer(head=True)
+
             def do_GET(self):
+                self._answer(head=False)
+
+            def _answer(self, head):
                 url = urllib.parse.urlparse(self.path)
                 query = dict(urllib.parse.parse_qsl(url.query))
                 server.requests.append(self.path)
+                server.headers.append((self.command, url.path,
+                                       {k.lower(): v for k, v in self.headers.items()}))
                 if url.path == "/uc" and query.get("id") in server.drive:
                     if query["id"] in server.quota:
                         return self._send(200, b"<html>Google Drive - Quota exceeded</html>", "text/html")
@@ -55,24 +69,43 @@ class Server:
                     return self._send(200, form, "text/html; charset=utf-8")
                 if url.path == "/download" and query.get("confirm") == "t" and query.get("uuid"):
                     return self._send(200, server.drive[query["id"]], "application/octet-stream")
+                hub = "/resolve/" in url.path
                 if url.path in server.files:
                     body = server.files[url.path]
-                    if url.path in server.truncate:
-                        return self._send(200, body[: len(body) // 2], "application/octet-stream",
-                                          length=len(body))
-                    return self._send(200, body, "application/octet-stream")
-                self._send(404, b"not found", "text/plain")
+                    extra = {"X-Repo-Commit": COMMIT,
+                             "ETag": '"%s"' % hashlib.sha256(body).hexdigest()} if hub else {}
+                    start = 0
+                    wanted = self.headers.get("Range", "")
+                    if wanted.startswith("bytes=") and not head:
+                        start = int(wanted[6:].split("-")[0] or 0)
+                        extra["Content-Range"] = f"bytes {start}-{len(body) - 1}/{len(body)}"
+                    part = body[start:]
+                    if url.path in server.truncate and not head:
+                        return self._send(206 if start else 200, part[: len(part) // 2],
+                                          "application/octet-stream", length=len(part),
+                                          extra=extra)
+                    return self._send(206 if start else 200, part, "application/octet-stream",
+                                      extra=extra, head=head)
+                extra = {"X-Error-Code": "EntryNotFound"} if hub else {}
+                self._send(404, b"not found", "text/plain", extra=extra, head=head)
 
-            def _send(self, code, body, kind, length=None):
+            def _send(self, code, body, kind, length=None, extra=None, head=False):
                 self.send_response(code)
                 self.send_header("Content-Type", kind)
                 self.send_header("Content-Length", str(length or len(body)))
+                for key, value in (extra or {}).items():
+                    self.send_header(key, value)
                 self.end_headers()
-                self.wfile.write(body)
+                if not head:
+                    self.wfile.write(body)
 
         self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
         threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def gets(self, suffix):
+        """GET requests for paths ending with `suffix`."""
+        return [h for m, p, h in self.headers if m == "GET" and p.endswith(suffix)]
 
     def stop(self):
         self.httpd.shutdown()
@@ -83,6 +116,7 @@ class Server:
 def server(tmp_path, monkeypatch):
     server = Server()
     monkeypatch.setenv("VIDEOMAE_KERAS_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf-cache"))
     monkeypatch.setenv("HF_ENDPOINT", server.url)
     monkeypatch.setenv("VIDEOMAE_KERAS_GDRIVE_ENDPOINT", server.url)
     monkeypatch.delenv("VIDEOMAE_KERAS_OFFLINE", raising=False)
@@ -200,39 +234,115 @@ def test_missing_safetensors_falls_back_to_pytorch_model_bin(server, small_entri
 def test_quota_page_is_an_error_with_a_manual_route(server, small_entries):
     server.drive["TESTID"] = small_entries["official"]
     server.quota.add("TESTID")
-    with pytest.raises(hub.DownloadError, match="quota exceeded.*drive.google.com/file/d/TESTID"):
+    with pytest.raises(hub.DownloadError, match="quota exceeded.*drive.google.com/file/d/TESTID"
+                       ) as error:
         vk.from_pretrained("test-official")
+    assert f"from {server.url}/uc?" in str(error.value)  # the mirror actually contacted
     assert _no_partial_files(os.path.join(hub.entry_dir("test-official"), "source"))
     assert not os.path.exists(os.path.join(hub.entry_dir("test-official"), "source",
                                            "test-official.pth"))
 
 
-def test_truncated_download_leaves_nothing(server, small_entries):
+def test_a_cut_download_resumes_then_names_the_mirror(server, small_entries):
+    """Hub files come through huggingface_hub: a transfer cut short resumes from the bytes
+    already written (asked for by range; huggingface_hub writes 10 MB chunks) before the
+    download gives up; the error names the address contacted, and the next try works."""
+    body = np.random.default_rng(0).bytes(24 << 20)
+    small_entries["data"]["checkpoints"]["test/big"] = {
+        "layout": "official", "task": "classifier", "architecture": "ViT", "dataset": "test",
+        "files": [{"url": "https://huggingface.co/test/big/resolve/main/big.pth",
+                   "filename": "big.pth", "sha256": hashlib.sha256(body).hexdigest()}],
+    }
+    address = "/test/big/resolve/main/big.pth"
+    server.files[address] = body
+    server.truncate.add(address)
+    with pytest.raises(hub.DownloadError) as error:
+        hub.fetch("test/big")
+    message = str(error.value)
+    assert f"Could not download test/big from {server.url}{address}" in message, message
+    assert "Run the command again to retry" in message and "\n" not in message
+    assert "bytes=10485760-" in [h.get("range") for h in server.gets("big.pth")]
+    server.truncate.clear()
+    with open(hub.fetch("test/big"), "rb") as f:
+        assert f.read() == body
+
+
+def test_a_checkpoint_already_in_the_hugging_face_cache_is_not_downloaded_again(
+        server, small_entries, monkeypatch):
+    """What transformers downloaded (into huggingface_hub's cache) serves from_pretrained,
+    offline too; HF_TOKEN goes with the requests."""
+    from huggingface_hub import hf_hub_download
+
     _serve_hf_folder(server, "test/hub", small_entries["hf"])
-    server.truncate.add("/test/hub/resolve/main/model.safetensors")
-    with pytest.raises(hub.DownloadError, match="stopped early"):
-        vk.from_pretrained("test/hub")
-    source = os.path.join(hub.entry_dir("test/hub"), "source")
-    assert not os.path.exists(os.path.join(source, "model.safetensors"))
-    assert _no_partial_files(source)
+    for name in ("config.json", "model.safetensors"):  # as transformers' from_pretrained does
+        hf_hub_download("test/hub", name, endpoint=server.url,
+                        cache_dir=os.environ["HF_HUB_CACHE"])
+    before = len(server.gets("model.safetensors"))
+    server.stop()
+    monkeypatch.setenv("VIDEOMAE_KERAS_OFFLINE", "1")
+    model = vk.from_pretrained("test/hub")
+    assert model.load_report.layout == "transformers" and before == 1
+
+
+def test_hf_token_is_sent_to_the_hub(server, small_entries, monkeypatch):
+    _serve_hf_folder(server, "test/hub", small_entries["hf"])
+    monkeypatch.setenv("HF_TOKEN", "hf_test_token")
+    vk.from_pretrained("test/hub")
+    assert all(h.get("authorization") == "Bearer hf_test_token"
+               for h in server.gets("model.safetensors"))
 
 
 def test_published_digest_is_checked(server, small_entries):
     server.drive["TESTID"] = small_entries["official"]
     small_entries["data"]["checkpoints"]["test-official"]["files"][0]["sha256"] = "0" * 64
-    with pytest.raises(hub.DownloadError, match="sha256 mismatch"):
+    with pytest.raises(hub.DownloadError, match="sha256 mismatch") as error:
         vk.from_pretrained("test-official")
+    assert server.url in str(error.value) and "Nothing was kept" in str(error.value)
+    assert _no_partial_files(os.path.join(hub.entry_dir("test-official"), "source"))
 
 
-def test_changed_cache_file_is_detected(server, small_entries):
+def test_a_changed_cache_file_is_replaced_by_a_fresh_download(server, small_entries, capfd):
     server.drive["TESTID"] = small_entries["official"]
     hub.fetch("test-official")
     path = os.path.join(hub.entry_dir("test-official"), "source", "test-official.pth")
     with open(path, "r+b") as f:
         f.seek(100)
         f.write(b"\x00\x01\x02")
-    with pytest.raises(hub.DownloadError, match="has changed since it was downloaded"):
-        vk.from_pretrained("test-official")
+    capfd.readouterr()
+    model = vk.from_pretrained("test-official")
+    assert "no longer matches the sha256 recorded" in capfd.readouterr().err
+    assert open(path, "rb").read() == small_entries["official"] and model.count_params() > 0
+    assert sum(r.startswith("/download?") for r in server.requests) == 2
+
+
+def test_a_hub_file_that_changed_in_the_cache_is_removed(server, small_entries):
+    _serve_hf_folder(server, "test/hub", small_entries["hf"])
+    hub.fetch("test/hub")  # records the digests at the first download
+    local = hub._cached("test/hub", small_entries["data"]["checkpoints"]["test/hub"]["files"][1])
+    with open(os.path.realpath(local), "r+b") as f:
+        f.seek(200)
+        f.write(b"\x07\x07")
+    with pytest.raises(hub.DownloadError, match="recorded when it was first downloaded") as error:
+        hub.fetch("test/hub")
+    assert "was removed from the cache" in str(error.value) and not os.path.exists(local)
+    assert os.path.isdir(hub.fetch("test/hub"))  # the retry downloads it again
+
+
+def test_downloaded_files_that_do_not_convert_are_removed(server, small_entries, tmp_path):
+    from safetensors.numpy import save_file
+
+    broken = tmp_path / "broken.safetensors"
+    save_file({"something.else": np.ones((2, 2), np.float32)}, str(broken))
+    _serve_hf_folder(server, "test/hub", small_entries["hf"])
+    server.files["/test/hub/resolve/main/model.safetensors"] = broken.read_bytes()
+    with pytest.raises(hub.DownloadError, match="do not convert") as error:
+        vk.from_pretrained("test/hub")
+    assert f"{server.url}/test/hub/resolve/main/model.safetensors" in str(error.value)
+    assert "removed from the cache" in str(error.value)
+    spec = small_entries["data"]["checkpoints"]["test/hub"]["files"][1]
+    assert hub._cached("test/hub", spec) is None  # not kept to fail again
+    _serve_hf_folder(server, "test/hub", small_entries["hf"])
+    assert vk.from_pretrained("test/hub").load_report.layout == "transformers"
 
 
 def test_offline_without_cache_says_how_to_get_the_file(server, small_entries, monkeypatch):
@@ -242,14 +352,23 @@ def test_offline_without_cache_says_how_to_get_the_file(server, small_entries, m
     message = str(error.value)
     assert "offline" in message and "drive.google.com/file/d/TESTID" in message
     assert os.path.join(hub.entry_dir("test-official"), "source", "test-official.pth") in message
+    with pytest.raises(hub.DownloadError) as error:  # every file an entry needs, at once
+        vk.from_pretrained("test/hub")
+    message = str(error.value)
+    assert "missing config.json, model.safetensors or pytorch_model.bin" in message
+    assert f"{server.url}/test/hub/resolve/main/config.json" in message
+    assert f"{server.url}/test/hub/resolve/main/model.safetensors" in message
     assert server.requests == []
 
 
 def test_unreachable_server_is_an_error_with_a_manual_route(small_entries, tmp_path, monkeypatch):
     monkeypatch.setenv("VIDEOMAE_KERAS_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf-cache"))
     monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # nothing listens on the discard port
     monkeypatch.delenv("VIDEOMAE_KERAS_OFFLINE", raising=False)
-    with pytest.raises(hub.DownloadError, match="Could not download test/hub.*Download it by hand"):
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    with pytest.raises(hub.DownloadError, match="Could not download test/hub from "
+                       "http://127.0.0.1:9/test/hub/resolve/main/config.json.*by hand"):
         vk.from_pretrained("test/hub")
 
 

@@ -128,3 +128,106 @@ def test_overrides_reach_the_model(hf_folder):
     model = vk.from_pretrained(hf_folder, drop_path_rate=0.2, num_frames=8, dtype="float32")
     assert model.get_config()["drop_path_rate"] == 0.2
     assert model.video_shape == (8, 32, 32, 3)
+
+
+def test_classifiers_saved_before_class_names_existed_still_load(tmp_path):
+    """`.keras` files of earlier releases have no class_names in their config: they load as
+    before (no names), with the same outputs as the shipped file that has them."""
+    import json
+    import zipfile
+
+    import keras
+
+    from videomae_keras.demo import demo_files
+
+    shipped = demo_files()["classifier"]
+    old = tmp_path / "earlier_release.keras"
+    with zipfile.ZipFile(shipped) as source, zipfile.ZipFile(old, "w") as target:
+        for item in source.infolist():
+            data = source.read(item.filename)
+            if item.filename == "config.json":
+                config = json.loads(data)
+                assert config["config"].pop("class_names") == [
+                    "moving right", "moving left", "moving down", "moving up"]
+                data = json.dumps(config).encode()
+            target.writestr(item, data)
+    earlier = keras.saving.load_model(old, safe_mode=True)
+    assert earlier.class_names is None and vk.from_pretrained(str(old)).class_names is None
+    current = vk.from_pretrained(shipped)
+    video = np.random.default_rng(3).normal(size=(1, *current.video_shape)).astype("float32")
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(earlier(video)),
+                                  keras.ops.convert_to_numpy(current(video)))
+
+
+# --- one sentence per problem -----------------------------------------------------------------
+
+@pytest.mark.parametrize("name", ["empty.pth", "empty.bin", "empty.safetensors"])
+def test_an_empty_file_is_named(tmp_path, name):
+    path = tmp_path / name
+    path.write_bytes(b"")
+    with pytest.raises(CheckpointError) as error:
+        vk.from_pretrained(str(path))
+    assert str(error.value) == f"{path} is empty (0 bytes), not a checkpoint: download or copy " \
+        "it again."
+
+
+def test_a_tensor_of_the_wrong_shape_is_named_with_both_shapes(tmp_path):
+    """The width was read from whichever tensor came first, so one damaged tensor made every
+    other one look wrong; the majority of the tensors decides now."""
+    hf = reference.set_official_epsilons(reference.hf_model("classifier", seed=33, **SMALL))
+    state = reference.official_state_dict(hf)
+    width, mlp = SMALL["hidden_size"], SMALL["intermediate_size"]
+    for damaged, shape in [("blocks.1.mlp.fc1.weight", (mlp - 8, width)),
+                           ("patch_embed.proj.weight", None)]:
+        broken = dict(state)
+        original = broken[damaged]
+        shape = shape or (width + 4, *original.shape[1:])
+        broken[damaged] = torch.zeros(shape)
+        path = reference.save_official(broken, str(tmp_path / "damaged.pth"))
+        with pytest.raises(CheckpointError) as error:
+            vk.from_pretrained(path, num_heads=SMALL["num_attention_heads"], num_frames=4,
+                               image_size=32)
+        message = str(error.value)
+        assert f"{damaged} has shape {tuple(shape)} where the rest of the checkpoint needs " \
+            f"{tuple(original.shape)}" in message, message
+        assert message.count(" has shape ") == 1 and "\n" not in message
+
+
+@pytest.mark.parametrize("key,value,sentence", [
+    ("num_attention_heads", "twelve", "num_attention_heads must be a whole number of at least 1; "
+                                      "got 'twelve'."),
+    ("num_attention_heads", [12], "num_attention_heads must be a whole number of at least 1; got "
+                                  "[12]."),
+    ("num_frames", 0, "num_frames must be a whole number of at least 1; got 0."),
+    ("image_size", [224, 224, 3], "image_size must be a size (224) or [height, width]; got "
+                                  "[224, 224, 3]."),
+    ("hidden_dropout_prob", 1.5, "hidden_dropout_prob must be a number in [0, 1); got 1.5."),
+    ("layer_norm_eps", "tiny", "layer_norm_eps must be a positive number; got 'tiny'."),
+])
+def test_malformed_config_values_get_one_sentence_each(hf_folder, tmp_path, key, value,
+                                                       sentence):
+    import json
+    import shutil
+
+    folder = tmp_path / "edited"
+    shutil.copytree(hf_folder, folder)
+    config = json.loads((folder / "config.json").read_text())
+    config[key] = value
+    (folder / "config.json").write_text(json.dumps(config))
+    with pytest.raises(CheckpointError) as error:
+        vk.from_pretrained(str(folder))
+    assert str(error.value) == f"config.json: {sentence}"
+
+
+@pytest.mark.parametrize("kwargs,sentence", [
+    (dict(num_classes=-1), "num_classes must be a whole number, 0 or more"),
+    (dict(num_heads=0), "num_heads must be a whole number of at least 1; got 0."),
+    (dict(patch_size=0), "patch_size must be a whole number of at least 1; got 0."),
+    (dict(num_heads=5), "hidden_dim=768 is not divisible by num_heads=5"),
+    (dict(drop_path_rate=1.0), "drop_path_rate must be a number in [0, 1); got 1.0."),
+    (dict(image_size=(224, 0)), "image_size must be a positive size"),
+])
+def test_model_arguments_out_of_range_are_refused_with_a_sentence(kwargs, sentence):
+    with pytest.raises(ValueError) as error:
+        vk.VideoMAEClassifier(**kwargs)
+    assert str(error.value).startswith(sentence) and "\n" not in str(error.value)

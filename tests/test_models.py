@@ -144,8 +144,8 @@ def test_drop_path_is_active_only_in_training():
     assert rates == [0.0, 0.5]
     video = _video()
     np.testing.assert_array_equal(_np(model(video)), _np(model(video)))
-    outs = {tuple(np.round(_np(model(video, training=True))[0], 5)) for _ in range(8)}
-    assert len(outs) > 1
+    outs = [_np(model(video, training=True)) for _ in range(8)]
+    assert any(not np.array_equal(outs[0], out) for out in outs[1:])  # blocks dropped at random
 
 
 def test_mixed_precision_keeps_float32_logits():

@@ -191,3 +191,123 @@ def test_tools_script_and_console_command(official_classifier, tmp_path):
     assert command, "the console command is installed beside the interpreter"
     listed = subprocess.run([command, "port", "--list"], capture_output=True, text=True, env=env)
     assert listed.returncode == 0 and "videomae-b-k400-ft-1600e" in listed.stdout
+
+
+# --- signals: a port is all-or-nothing however it ends -------------------------------------
+
+def _children(pid):
+    """Pids of live processes whose parent is `pid` (Linux /proc)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid and fields[0] != "Z":
+            found.append(int(entry))
+    return found
+
+
+def _alive(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def _port_until_the_export_runs(source, out, tmp_path, extra=()):
+    """Starts `videomae-keras port` in a process of its own and waits for its TensorFlow
+    export worker; returns (port process, worker pid)."""
+    import time
+
+    env = dict(os.environ, TMPDIR=str(tmp_path / "tmp"), KERAS_BACKEND="torch",
+               TF_CPP_MIN_LOG_LEVEL="3")
+    os.makedirs(env["TMPDIR"], exist_ok=True)
+    command = shutil.which("videomae-keras", path=os.path.dirname(sys.executable))
+    process = subprocess.Popen(
+        [command, "port", source, "--out", str(out), "--format", "keras,h5,savedmodel",
+         "--num-frames", "4", "--image-size", "32", "--quiet", *extra],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    deadline = time.time() + 240
+    while time.time() < deadline and process.poll() is None:
+        workers = _children(process.pid)
+        if workers:
+            time.sleep(1.0)  # let it get into the export
+            return process, workers[0]
+        time.sleep(0.2)
+    process.kill()
+    raise AssertionError(f"the export worker never started: {process.communicate()}")
+
+
+def _gone(pid, seconds=30):
+    import time
+
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        if not _alive(pid):
+            return True
+        time.sleep(0.2)
+    return False
+
+
+needs_proc = pytest.mark.skipif(not os.path.isdir("/proc"), reason="reads /proc (Linux)")
+
+
+@needs_proc
+@pytest.mark.backend_independent
+def test_sigterm_during_the_export_leaves_nothing_and_no_worker(official_classifier, tmp_path):
+    import signal
+
+    out = tmp_path / "out"
+    process, worker = _port_until_the_export_runs(official_classifier, out, tmp_path)
+    process.send_signal(signal.SIGTERM)
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 128 + signal.SIGTERM, err
+    assert err.strip().splitlines() == ["videomae-keras port: interrupted; nothing partial was "
+                                        "kept"], err
+    assert _gone(worker), "the TensorFlow export worker outlived the port"
+    assert not out.exists() or os.listdir(out) == []  # no outputs, no hidden staging
+    assert os.listdir(tmp_path / "tmp") == []  # no scratch folder in the temp dir
+
+
+@needs_proc
+@pytest.mark.backend_independent
+def test_sigkill_during_an_overwrite_keeps_the_old_outputs(official_classifier, tmp_path):
+    import signal
+
+    out = tmp_path / "out"
+    porting.port(official_classifier, str(out), formats=["keras"], progress=False, **CLIP)
+    old = (out / "vit_s_ft.keras").read_bytes()
+    process, worker = _port_until_the_export_runs(official_classifier, out, tmp_path,
+                                                  ["--overwrite"])
+    process.send_signal(signal.SIGKILL)
+    process.communicate(timeout=60)
+    assert _gone(worker), "the TensorFlow export worker outlived its killed parent"
+    assert _leftovers(out) and sorted(os.listdir(out))[-1] == "vit_s_ft.keras"
+    assert [n for n in os.listdir(out) if not n.startswith(".")] == ["vit_s_ft.keras"]
+    assert (out / "vit_s_ft.keras").read_bytes() == old  # the old output, untouched
+    # the next run clears what the killed one left and writes the whole set
+    result = porting.port(official_classifier, str(out), formats=["keras", "h5"],
+                          overwrite=True, progress=False, **CLIP)
+    assert sorted(os.listdir(out)) == ["vit_s_ft.keras", "vit_s_ft.weights.h5"]
+    assert result.notes == [] or "completed" not in " ".join(result.notes)
+
+
+def test_port_stores_class_names_from_a_labels_file(official_classifier, tmp_path, capsys):
+    labels = tmp_path / "labels.txt"
+    labels.write_text("".join(f"class {c}\n" for c in "abcde"))
+    out = tmp_path / "out"
+    assert cli.main(["port", official_classifier, "--out", str(out), "--labels", str(labels),
+                     "--num-frames", "4", "--image-size", "32", "--quiet"]) == 0
+    model = keras.saving.load_model(str(out / "vit_s_ft.keras"))
+    assert model.class_names == ("class a", "class b", "class c", "class d", "class e")
+    labels.write_text("only\ntwo\n")
+    assert cli.main(["port", official_classifier, "--out", str(tmp_path / "other"), "--labels",
+                     str(labels), "--num-frames", "4", "--image-size", "32", "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.endswith("class_names has 2 names but the head has 5 classes.") and "\n" not in err
+    assert not (tmp_path / "other").exists() or not os.listdir(tmp_path / "other")

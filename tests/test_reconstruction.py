@@ -75,14 +75,40 @@ def test_pictures_keep_visible_patches_and_grey_out_masked(pretrained):
 
 
 def test_png_and_gif(pretrained, tmp_path):
+    """Pictures a person can read: 32-pixel frames enlarged to 128 (nearest neighbour), the
+    row names in a margin of their own (every frame pixel shown as it is), and a GIF with
+    the three named rows."""
+    from videomae_keras.reconstruction import GAP, _to_uint8
+
     _, folder, video = pretrained
     result = reconstruct_video(from_pretrained(folder), video)
     png = result.save_png(tmp_path / "r.png")
     gif = result.save_gif(tmp_path / "r.gif", fps=5)
+    rows = [_to_uint8(f) for f in (result.original, result.masked, result.reconstruction)]
+
+    def enlarged(frame):
+        return np.repeat(np.repeat(frame, 4, axis=0), 4, axis=1)
+
     with Image.open(png) as image:
-        assert image.size == (2 * 32, 3 * 32)  # every 2nd of 4 frames; three rows
+        picture = np.asarray(image.convert("RGB"))
+    frames_width = 2 * 128 + GAP  # every 2nd of 4 frames
+    margin = picture.shape[1] - frames_width - GAP
+    assert picture.shape[0] == 3 * 128 + 2 * GAP and margin >= 90
+    for r, row in enumerate(rows):
+        top = r * (128 + GAP)
+        for c, t in enumerate((0, 2)):
+            left = margin + GAP + c * (128 + GAP)
+            np.testing.assert_array_equal(picture[top:top + 128, left:left + 128],
+                                          enlarged(row[t]))
+        label = picture[top:top + 128, :margin]
+        assert (label < 100).any() and (label == 255).mean() > 0.8  # dark text on white
     with Image.open(gif) as image:
-        assert image.size == (3 * 32, 32) and image.n_frames == 4
+        assert image.n_frames == 4 and image.size == (margin + GAP + 128, picture.shape[0])
+        image.seek(1)
+        frame = np.asarray(image.convert("RGB"))
+    # the same names (up to the GIF's 256-colour palette)
+    assert np.abs(frame[:, :margin].astype(int) - picture[:, :margin]).max() <= 48
+    assert np.abs(frame[:128, margin + GAP:].astype(int) - enlarged(rows[0][1])).max() <= 24
     with pytest.raises(FileExistsError, match="overwrite"):
         result.save_png(png)
     result.save_png(png, overwrite=True)

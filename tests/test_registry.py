@@ -74,9 +74,9 @@ def test_unknown_names_get_suggestions():
 def test_endpoints_can_be_redirected(monkeypatch):
     monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:8080/")
     monkeypatch.setenv("VIDEOMAE_KERAS_GDRIVE_ENDPOINT", "http://127.0.0.1:8081")
-    assert hub._endpoint("https://huggingface.co/a/b/resolve/main/config.json") == (
+    assert hub._address("https://huggingface.co/a/b/resolve/main/config.json") == (
         "http://127.0.0.1:8080/a/b/resolve/main/config.json")
-    assert hub._endpoint("https://drive.google.com/uc?export=download&id=X") == (
+    assert hub._address("https://drive.google.com/uc?export=download&id=X") == (
         "http://127.0.0.1:8081/uc?export=download&id=X")
 
 

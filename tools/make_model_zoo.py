@@ -69,6 +69,21 @@ def _number(value):
     return "–" if value is None else f"{value:.1f}"
 
 
+def _digest_note(checkpoints):
+    """What the registry says about file digests, and what is done where it says nothing."""
+    files = [f for info in checkpoints.values() for f in info["files"]]
+    published = sum(1 for f in files if f.get("sha256"))
+    told = (f"{published} of the {len(files)} files have a published sha256, checked on every "
+            "download; for the others" if published else
+            f"None of the {len(files)} files has a published sha256 (no release gives one), so")
+    return (f"**Digests.** {told} the first download records the file's sha256 in the cache "
+            "(beside the file for Google Drive downloads, in the entry's `digests.json` for "
+            "Hugging Face files) and every later use checks the cached file against it; a file "
+            "that no longer matches is removed and downloaded again. `videomae-keras port "
+            "--list` shows for each entry whether its digest is published, recorded, or still "
+            "to be recorded on first download.")
+
+
 def render(registry):
     checkpoints = registry["checkpoints"]
     out = [
@@ -86,6 +101,8 @@ def render(registry):
         "computed from the architecture by `videomae_keras.flops`; multiply by the number of",
         "views for a full test. This file is generated from `weights/registry.json` by",
         "`python tools/make_model_zoo.py`.",
+        "",
+        _digest_note(checkpoints),
         "",
     ]
     header = ("| name | backbone | pretraining | top-1 | top-5 | views | params | GFLOPs/view "

@@ -141,7 +141,7 @@ def main():
         base_lr=args.finetune_lr, layer_decay=args.layer_decay,
         warmup_epochs=max(1, args.finetune_epochs // 10), test_views="2x3",
         drop_path_rate=0.1, label_smoothing=0.1, flip=False, scale=(0.6, 1.0),
-        sampling_rate=RATE, seed=args.seed, progress=False,
+        sampling_rate=RATE, seed=args.seed, progress=False, labels=data["labels"],
     )
     finetune_seconds = time.time() - t0
     train_top1 = evaluate(classifier, train, FRAMES, SIZE, RATE)

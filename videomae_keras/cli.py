@@ -9,6 +9,7 @@ terminal here, at the entry point, never by the library itself.
 import argparse
 import contextlib
 import json
+import logging
 import os
 import signal
 import sys
@@ -118,6 +119,8 @@ def add_port_arguments(parser):
     parser.add_argument("--num-masked", type=POSITIVE, help="pretrainers: masked tokens per clip")
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
     parser.add_argument("--quiet", action="store_true", help="no progress output")
+    parser.add_argument("--labels", help="class names of a classifier, one per line in head "
+                        "order, saved in the .keras file (predict shows them)")
     parser.add_argument("--list", action="store_true", help="list the registered checkpoints")
 
 
@@ -125,10 +128,16 @@ def run_port(args):
     from videomae_keras import registry
 
     if args.list:
+        from videomae_keras.hub import recorded_digest
+
+        print(f"{'name':<48} {'backbone':<9} {'task':<10} {'dataset':<24} {'top-1':<6} sha256")
         for name in registry.names():
             info = registry.entry(name)
-            accuracy = f" top-1 {info['top1']}" if info.get("top1") is not None else ""
-            print(f"{name:<48} {info['architecture']:<9} {info['task']:<10} {info['dataset']}{accuracy}")
+            accuracy = str(info["top1"]) if info.get("top1") is not None else "-"
+            print(f"{name:<48} {info['architecture']:<9} {info['task']:<10} "
+                  f"{info['dataset']:<24} {accuracy:<6} {recorded_digest(name)}")
+        print("sha256: no release publishes one; the first download records it in the cache "
+              "and every later use checks the file against it.")
         return 0
     if not args.source or not args.out:
         raise _UsageError("give a SOURCE and --out DIR (or --list)")
@@ -155,6 +164,7 @@ def run_port(args):
         tolerance=args.tolerance,
         task=args.task,
         progress=not args.quiet,
+        labels=args.labels,
         **overrides,
     )
     if args.json:
@@ -243,8 +253,15 @@ def _load_weights(args, stages, **overrides):
             kwargs["num_classes"] = args.num_classes
     elif args.num_classes is not None:
         raise _UsageError("--num-classes goes with --arch (for .weights.h5 files)")
-    model = stages.run(f"loading {args.weights}", from_pretrained, args.weights,
-                       progress=not args.quiet, **kwargs)
+    if str(args.weights).endswith(".keras") and kwargs:
+        # a whole saved model: rebuilt with the changed arguments around its weights
+        from videomae_keras.convert.loading import rebuild
+
+        model = stages.run(f"loading {args.weights}", lambda: rebuild(
+            from_pretrained(args.weights), **kwargs))
+    else:
+        model = stages.run(f"loading {args.weights}", from_pretrained, args.weights,
+                           progress=not args.quiet, **kwargs)
     jit = {"auto": "auto", "on": True, "off": False}[getattr(args, "jit", "auto")]
     optimize_for_inference(model, jit_compile=jit, int8=getattr(args, "int8", False))
     label_map = None
@@ -379,8 +396,11 @@ def run_reconstruct(args):
         check_writable(gif, args.overwrite)
     stages = Stages(3, enabled=not args.quiet)
     overrides = {}
-    if args.mask_ratio is not None and not args.weights.endswith(".keras"):
+    keras_file = str(args.weights).endswith(".keras")
+    if args.mask_ratio is not None and not keras_file:
         overrides["mask_ratio"] = args.mask_ratio
+    if args.mask_ratio is not None and keras_file:  # a saved model: rebuilt at that ratio
+        overrides.update(mask_ratio=args.mask_ratio, num_masked=None)
     model, _ = _load_weights(args, stages, **overrides)
     result = stages.run(
         f"reconstructing {args.video}", reconstruct_video, model, args.video, seed=args.seed,
@@ -669,9 +689,6 @@ def build_parser():
     return parser
 
 
-# Commands that call keras.utils.set_random_seed, which imports TensorFlow (to seed it) when
-# it is installed, whatever the backend.
-_SEEDING_COMMANDS = ("pretrain", "finetune")
 _INTERRUPTED = {
     "pretrain": "interrupted; the last backup is kept: rerun the same command to resume",
     "finetune": "interrupted; the last backup is kept: rerun the same command to resume",
@@ -703,6 +720,43 @@ def _quiet_native_stderr():
         os.close(devnull)
 
 
+class _QuietTensorFlowImport:
+    """An import hook for this process: TensorFlow, whenever something imports it (Keras
+    does to save a `.keras` file or to seed, whatever the backend), is imported with file
+    descriptor 2 silenced, so its C++ start-up lines never reach the terminal."""
+
+    looking = False
+
+    def find_spec(self, name, path=None, target=None):
+        if name != "tensorflow" or self.looking:
+            return None
+        import importlib.machinery
+
+        self.looking = True  # let the other finders find the real module
+        try:
+            spec = importlib.machinery.PathFinder.find_spec(name, path)
+        finally:
+            self.looking = False
+        if spec is not None and spec.loader is not None:
+            spec.loader = _QuietLoader(spec.loader)
+        return spec
+
+
+class _QuietLoader:
+    def __init__(self, loader):
+        self.loader = loader
+
+    def create_module(self, spec):
+        return self.loader.create_module(spec)
+
+    def exec_module(self, module):
+        with _quiet_native_stderr():
+            self.loader.exec_module(module)
+
+    def __getattr__(self, name):  # get_resource_reader, is_package, ...
+        return getattr(self.loader, name)
+
+
 def _needs_keras(args):
     return not (args.command == "port" and getattr(args, "list", False))
 
@@ -710,18 +764,18 @@ def _needs_keras(args):
 def _start(args):
     """Loads Keras and the package for a command, quietly, and says which backend runs."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # TensorFlow's cuInit error on CPUs
-    with _quiet_native_stderr():
-        import keras
+    if "tensorflow" not in sys.modules and not os.environ.get("VIDEOMAE_KERAS_VERBOSE_IMPORT"):
+        sys.meta_path.insert(0, _QuietTensorFlowImport())
+    import keras
 
-        if args.command in _SEEDING_COMMANDS and keras.backend.backend() != "tensorflow":
-            with contextlib.suppress(ImportError):
-                import tensorflow  # noqa: F401  (imported now, while its start-up is hidden)
-        import videomae_keras
+    import videomae_keras
 
-        videomae_keras.load_all()
+    videomae_keras.load_all()
     from videomae_keras.video.io import quiet_decoders
 
     quiet_decoders()
+    # huggingface_hub logs each retry of a cut download; the error that follows says it all
+    logging.getLogger("huggingface_hub").setLevel(logging.ERROR)
     if not getattr(args, "quiet", False):
         print(f"videomae-keras {args.command}: Keras {keras.__version__}, "
               f"{keras.backend.backend()} backend (KERAS_BACKEND chooses)", file=sys.stderr,

@@ -60,7 +60,7 @@ def run_demo(out="videomae-demo", overwrite=False, quiet=False):
     classifier = stages.run("loading the tiny classifier", load_keras_model, paths["classifier"])
     prediction = stages.run(
         "classifying the sample clip", predict_video, classifier, paths["clip"],
-        views=(2, 3), top_k=4, labels=paths["labels"], sampling="dense",
+        views=(2, 3), top_k=4, sampling="dense",  # the model carries its class names
         sampling_rate=report["sampling_rate"],
     )
     pretrainer = stages.run("loading the tiny pretraining model", load_keras_model,

@@ -13,9 +13,12 @@ Run as `python -m videomae_keras.export ...` this module is that subprocess.
 import argparse
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
+import threading
+import time
 
 import numpy as np
 
@@ -203,7 +206,10 @@ def _run_tensorflow_worker(arguments):
     # The worker imports this package from wherever this process did (installed or not).
     package_root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     path = os.pathsep.join(p for p in (package_root, os.environ.get("PYTHONPATH")) if p)
-    env = dict(os.environ, KERAS_BACKEND="tensorflow", TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=path)
+    env = dict(os.environ, KERAS_BACKEND="tensorflow", TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=path,
+               VIDEOMAE_KERAS_PARENT_PID=str(os.getpid()))
+    # subprocess.run kills the worker when this process is interrupted (Ctrl-C, SIGTERM);
+    # the worker ends itself when this process dies outright (see _die_with_parent)
     process = subprocess.run(
         [sys.executable, "-m", "videomae_keras.export", *arguments],
         env=env,
@@ -285,7 +291,33 @@ def _worker_run_saved_model(args):
         np.savez(run["outputs"], **{k: v.numpy() for k, v in outputs.items()})
 
 
+def _die_with_parent():
+    """The worker must not outlive the process that started it (a SIGKILL leaves no chance
+    to stop it): on Linux the kernel sends it SIGKILL when the parent dies (prctl
+    PR_SET_PDEATHSIG); elsewhere a thread checks for the parent every half second."""
+    parent = int(os.environ.get("VIDEOMAE_KERAS_PARENT_PID") or 0)
+    if not parent:
+        return
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+    if os.getppid() != parent:  # it died before the line above took effect
+        os._exit(1)
+
+    def watch():
+        while True:
+            time.sleep(0.5)
+            if os.getppid() != parent:
+                os._exit(1)
+
+    threading.Thread(target=watch, daemon=True, name="die-with-parent").start()
+
+
 def main(argv=None):
+    _die_with_parent()
     parser = argparse.ArgumentParser(prog="python -m videomae_keras.export")
     commands = parser.add_subparsers(dest="command", required=True)
     export = commands.add_parser("export", help="export a .keras model (TensorFlow backend)")

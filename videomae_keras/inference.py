@@ -184,7 +184,9 @@ def optimize_for_inference(model, jit_compile="auto", int8=False):
 def run_batched(model, data, batch_size=4, progress=None, description="views"):
     """`model` over `data` in fixed-size batches (the last one padded, so a jitted model
     compiles once); returns the outputs as numpy (a dict stays a dict)."""
-    batch_size = max(1, min(int(batch_size), len(data)))
+    if isinstance(batch_size, bool) or int(batch_size) != batch_size or batch_size < 1:
+        raise ValueError(f"batch_size must be a whole number of at least 1; got {batch_size!r}.")
+    batch_size = min(int(batch_size), len(data))
     bar = (progress or Stages(0, enabled=False)).bar(len(data), description, unit="view")
     outputs = []
     try:
@@ -256,6 +258,8 @@ def predict_video(
     Returns a `VideoPrediction`: `top` holds rank, index, label and probability, where the
     probability is the softmax averaged over the views.
     """
+    if isinstance(top_k, bool) or int(top_k) != top_k or top_k < 1:
+        raise ValueError(f"top_k must be a whole number of at least 1; got {top_k!r}.")
     num_classes = _check_classifier(model)
     own = getattr(model, "class_names", None)  # saved with the model
     if labels is None and own:
@@ -271,7 +275,7 @@ def predict_video(
     logits = run_batched(model, clip_views.data, batch_size, stages, "classifying")
     view_probabilities = _softmax(logits)
     probabilities = view_probabilities.mean(axis=0)
-    order = np.argsort(-probabilities, kind="stable")[: max(1, int(top_k))]
+    order = np.argsort(-probabilities, kind="stable")[: int(top_k)]
     top = [
         {
             "rank": rank + 1,

@@ -6,18 +6,23 @@ is written atomically and an existing one is only replaced with `overwrite=True`
 every written file is loaded back and compared with the Keras model.
 """
 
+import contextlib
 import dataclasses
 import os
-import shutil
-import tempfile
 
 import numpy as np
 
 import keras
 
 from videomae_keras import export, flops, hub, registry
-from videomae_keras.atomic import atomic_output, check_writable
-from videomae_keras.convert.loading import build_model, load_pytorch_weights, plan_model
+from videomae_keras.atomic import OutputSet, check_writable
+from videomae_keras.convert.loading import (
+    WeightMismatchError,
+    build_model,
+    load_pytorch_weights,
+    plan_model,
+    rebuild,
+)
 from videomae_keras.masking import mask_with_count
 from videomae_keras.options import FORMATS  # format name -> file suffix
 from videomae_keras.progress import Stages
@@ -128,9 +133,13 @@ def port(
     tolerance=1e-4,
     task=None,
     progress=True,
+    labels=None,
     **overrides,
 ):
     """Converts `source` and writes the requested formats into `out_dir`; returns a PortResult.
+
+    `labels`: class names for a classifier (a text file, one per line, or a list), saved in
+    the `.keras` file; registered classifiers of a shipped label space get theirs anyway.
 
     Raises VerificationError (after writing nothing) when the Keras model differs from the
     PyTorch reference by more than `tolerance`, or (after removing what it wrote) when a
@@ -142,33 +151,43 @@ def port(
         raise ValueError(f"Unknown format(s) {unknown}; choose from {', '.join(FORMATS)}.")
     name = name or default_name(source)
     targets = output_paths(out_dir, name, formats)
-    for path in targets.values():  # refuse before doing any work
-        check_writable(path, overwrite)
+    for path in _output_names(targets):  # refuse before doing any work
+        check_writable(os.path.join(out_dir, path), overwrite)
 
     registered = registry.is_registered(source) and not os.path.exists(source)
     total = 2 + (1 if registered else 0) + (1 if verify else 0) + len(formats) + (1 if verify else 0)
     stages = Stages(total, enabled=progress)
     notes = []
+    info = registry.entry(source) if registered else None
     if registered:
-        info = registry.entry(source)
         overrides = {**info.get("model_args", {}), **overrides}
-        source = stages.run(f"fetch {info['name']}", hub.fetch, info["name"], stages)
+    with contextlib.ExitStack() as fetching:
+        if registered:  # files downloaded now that do not convert are removed again
+            source = stages.run(f"fetch {info['name']}", fetching.enter_context,
+                                hub.fetched(info["name"], stages))
+        plan = stages.run("read checkpoint", plan_model, source, task, **overrides)
+        notes.extend(plan.notes)
 
-    plan = stages.run("read checkpoint", plan_model, source, task, **overrides)
-    notes.extend(plan.notes)
+        def build_and_load():
+            strict = plan.task == plan.natural_task  # every weight loaded: none drawn first
+            model = build_model(plan.task, plan.kwargs, initialize=not strict)
+            with stages.bar(len(plan.state), "load weights", "tensor") as bar:
+                try:
+                    report = load_pytorch_weights(
+                        model, plan.checkpoint, strict=strict, progress=lambda: bar.update(1),
+                    )
+                except WeightMismatchError as e:
+                    if e.report.mismatched and not (e.report.missing or e.report.unexpected):
+                        raise e.as_inconsistent_checkpoint() from None
+                    raise
+            if report.missing or report.unexpected or report.mismatched:
+                notes.append(f"partial load: {report}")
+            return model
 
-    def build_and_load():
-        model = build_model(plan.task, plan.kwargs)
-        with stages.bar(len(plan.state), "load weights", "tensor") as bar:
-            report = load_pytorch_weights(
-                model, plan.checkpoint, strict=plan.task == plan.natural_task,
-                progress=lambda: bar.update(1),
-            )
-        if report.missing or report.unexpected or report.mismatched:
-            notes.append(f"partial load: {report}")
-        return model
-
-    model = stages.run("build model and load weights", build_and_load)
+        model = stages.run("build model and load weights", build_and_load)
+    names = _class_names(labels, info, model)
+    if names:
+        model = rebuild(model, class_names=names)
     config = model.get_config()
     counts = flops.count(config)
     inputs = fixed_inputs(model)
@@ -190,34 +209,34 @@ def port(
         differences[f"Keras vs PyTorch reference ({output})"] = _max_diff(reference_out, torch_out)
         _check(differences, tolerance)
 
-    written = {}
-    scratch = tempfile.mkdtemp(prefix="videomae-port-")
-    try:
-        keras_file = targets.get("keras")
+    def write_all(outputs):
+        staged = {fmt: outputs.path(os.path.basename(path)) for fmt, path in targets.items()}
         for fmt in formats:
-            if fmt in ("savedmodel", "onnx"):
-                continue
-            stages.run(f"write {targets[fmt]}", _write, model, fmt, targets[fmt], overwrite)
-            written[fmt] = targets[fmt]
+            if fmt in ("keras", "h5"):
+                stages.run(f"write {targets[fmt]}", _write, model, fmt, staged[fmt])
         exports = [f for f in ("savedmodel", "onnx") if f in formats]
         if exports:
-            if keras_file is None:
-                keras_file = os.path.join(scratch, "model.keras")
+            keras_file = staged.get("keras")
+            if keras_file is None:  # the exporter reads a .keras file
+                keras_file = os.path.join(outputs.scratch(), "model.keras")
                 model.save(keras_file)
             for fmt in exports:
-                stages.run(f"write {targets[fmt]}", _export, model, keras_file, fmt,
-                           targets[fmt], overwrite)
-                written[fmt] = targets[fmt]
+                stages.run(f"write {targets[fmt]}", _export, model, keras_file, fmt, staged[fmt])
         if verify:
-            stages.run("verify written files", _verify_files, model, written, inputs,
+            stages.run("verify written files", _verify_files, model, staged, inputs,
                        reference_out, differences, output)
             _check(differences, tolerance)
-    except BaseException:
-        for path in written.values():  # a failed port leaves nothing behind
-            _remove(path)
-        raise
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
+
+    # Everything is written into a hidden staging folder beside the outputs and moved into
+    # place together once complete (and verified): an error, Ctrl-C or SIGTERM leaves the
+    # folder as it was, old outputs included; a SIGKILL's leftovers go at the next port.
+    with OutputSet(out_dir, _output_names(targets), overwrite, label=f"{name}.port") as outputs:
+        if outputs.recovered:
+            notes.append("completed the outputs of a port that was killed while moving them "
+                         f"into place: {', '.join(outputs.recovered)}")
+        write_all(outputs)
+        outputs.commit()
+    written = dict(targets)
 
     return PortResult(
         name=name,
@@ -239,48 +258,45 @@ def _check(differences, tolerance):
         raise VerificationError(f"Outputs differ by more than the tolerance {tolerance:g}: {shown}.")
 
 
-def _remove(path):
-    if os.path.isdir(path):
-        shutil.rmtree(path, ignore_errors=True)
-    elif os.path.exists(path):
-        os.unlink(path)
-    if path.endswith(".onnx") and os.path.exists(path + ".data"):
-        os.unlink(path + ".data")
+def _class_names(labels, info, model):
+    """Class names for the ported model: from `labels`, else the registry's label space."""
+    from videomae_keras.models import VideoMAEClassifier
+
+    if labels is None:
+        return hub.class_names_of(info, model) if info else None
+    if not isinstance(model, VideoMAEClassifier):
+        raise ValueError("--labels (labels=) names a classifier's classes; this checkpoint "
+                         f"is a {type(model).__name__}.")
+    if isinstance(labels, (str, os.PathLike)):
+        path = os.fspath(labels)
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"{path}: no such label file (one class name per line).")
+        with open(path, encoding="utf-8") as f:
+            return [line.strip() for line in f if line.strip()]
+    return [str(n) for n in labels]
 
 
-def _write(model, fmt, path, overwrite):
-    suffix = FORMATS[fmt]
-    with atomic_output(path, overwrite=overwrite, suffix=suffix) as temp:
-        if fmt == "keras":
-            model.save(temp)
-        else:
-            model.save_weights(temp)
+def _output_names(targets):
+    """File names of a port's outputs, with the `.onnx.data` an ONNX file may bring."""
+    names = [os.path.basename(path) for path in targets.values()]
+    if "onnx" in targets:
+        names.append(os.path.basename(targets["onnx"]) + ".data")
+    return names
 
 
-def _export(model, keras_file, fmt, path, overwrite):
-    if fmt == "savedmodel":
-        with atomic_output(path, overwrite=overwrite, directory=True) as temp:
-            export.export_files(model, keras_file, saved_model=temp)
+def _write(model, fmt, path):
+    if fmt == "keras":
+        model.save(path)
     else:
-        _export_onnx(model, keras_file, path, overwrite)
+        model.save_weights(path)
 
 
-def _export_onnx(model, keras_file, path, overwrite):
-    """ONNX is one file, or two (`.onnx` + `.onnx.data`) for large models: both are made in a
-    temporary folder beside the target and moved into place, the data first."""
-    check_writable(path, overwrite)
-    check_writable(path + ".data", overwrite)
-    folder = tempfile.mkdtemp(prefix=f".{os.path.basename(path)}.", dir=os.path.dirname(path) or ".")
-    try:
-        temp = os.path.join(folder, os.path.basename(path))
-        export.export_files(model, keras_file, onnx=temp)
-        if os.path.exists(temp + ".data"):
-            os.replace(temp + ".data", path + ".data")
-        elif os.path.exists(path + ".data"):
-            os.unlink(path + ".data")  # left from an earlier, larger export
-        os.replace(temp, path)
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
+def _export(model, keras_file, fmt, path):
+    """A SavedModel folder, or an ONNX file (with `.onnx.data` beside it for large models)."""
+    if fmt == "savedmodel":
+        export.export_files(model, keras_file, saved_model=path)
+    else:
+        export.export_files(model, keras_file, onnx=path)
 
 
 def _verify_files(model, written, inputs, expected, differences, output):

@@ -59,27 +59,23 @@ class Reconstruction:
     target: str = "norm-pix"  # what `loss` compares: "norm-pix" or "pixels"
 
     def grid(self, frame_step=None, labels=True):
-        """uint8 picture: rows original, masked, reconstruction; one column per shown frame
-        (every `frame_step`-th frame, default the tubelet size)."""
-        import cv2
-
+        """uint8 picture: rows original, masked, reconstruction, each named in a margin to
+        its left; one column per shown frame (every `frame_step`-th frame, default the
+        tubelet size). Small frames are enlarged (nearest neighbour, whole multiples) to at
+        least MIN_FRAME_SIDE pixels on their short side."""
         step = frame_step or self.tubelet_size
-        rows = []
-        for name, frames in zip(ROW_NAMES, (self.original, self.masked, self.reconstruction)):
-            row = _to_uint8(np.concatenate(list(frames[::step]), axis=1))
-            if labels:
-                row = np.ascontiguousarray(row)
-                scale = max(0.35, row.shape[0] / 480)
-                for colour, thickness in (((0, 0, 0), 3), ((255, 255, 255), 1)):
-                    cv2.putText(row, name, (4, int(16 * scale) + 4), cv2.FONT_HERSHEY_SIMPLEX,
-                                scale, colour, thickness, cv2.LINE_AA)
-            rows.append(row)
-        return np.concatenate(rows, axis=0)
+        rows = [_gapped(list(_enlarge(frames)[::step])) for frames in self._rows()]
+        return _labelled(rows, ROW_NAMES if labels else None)
 
-    def animation_frames(self):
-        """uint8 (T, H, 3 * W, 3): original | masked | reconstruction side by side."""
-        return _to_uint8(np.concatenate([self.original, self.masked, self.reconstruction],
-                                        axis=2))
+    def animation_frames(self, labels=True):
+        """uint8 (T, H', W', 3): per time step, the three rows (original, masked,
+        reconstruction) stacked as in `grid`, named in the same margin."""
+        rows = [_enlarge(frames) for frames in self._rows()]
+        return np.stack([_labelled([row[t] for row in rows], ROW_NAMES if labels else None)
+                         for t in range(len(rows[0]))])
+
+    def _rows(self):
+        return [_to_uint8(f) for f in (self.original, self.masked, self.reconstruction)]
 
     def save_png(self, path, overwrite=False, frame_step=None):
         """Writes `grid()` as a PNG (atomically); returns the path."""
@@ -101,6 +97,67 @@ class Reconstruction:
             images[0].save(temp, format="GIF", save_all=True, append_images=images[1:],
                            duration=int(round(1000 / fps)), loop=0)
         return path
+
+
+# Pictures: frames enlarged to at least this many pixels on their short side, rows named in
+# a margin of their own, white gaps between frames and rows.
+MIN_FRAME_SIDE = 128
+GAP = 4
+MARGIN_COLOUR = 255
+TEXT_COLOUR = (20, 20, 20)
+
+
+def _enlarge(frames):
+    """(T, H, W, 3) uint8 frames repeated by a whole factor (nearest neighbour) so that the
+    short side reaches MIN_FRAME_SIDE; frames that large already are returned as they are."""
+    factor = -(-MIN_FRAME_SIDE // min(frames.shape[1:3]))
+    if factor <= 1:
+        return frames
+    return np.repeat(np.repeat(frames, factor, axis=1), factor, axis=2)
+
+
+def _gapped(images, axis=1):
+    """Images side by side (axis 1) or stacked (axis 0) with white gaps between them."""
+    out = []
+    for i, image in enumerate(images):
+        if i:
+            shape = list(image.shape)
+            shape[axis] = GAP
+            out.append(np.full(shape, MARGIN_COLOUR, np.uint8))
+        out.append(image)
+    return np.concatenate(out, axis=axis)
+
+
+def _font(size):
+    from PIL import ImageFont
+
+    try:
+        return ImageFont.load_default(size=size)  # a scalable font (Pillow >= 10.1)
+    except TypeError:
+        return ImageFont.load_default()
+
+
+def _labelled(rows, names):
+    """Rows stacked with gaps; with `names`, each row's name written in a white margin to
+    the left of the row, centred on it, never over the frames."""
+    if names is None:
+        return _gapped(rows, axis=0)
+    from PIL import Image, ImageDraw
+
+    height = min(row.shape[0] for row in rows)
+    font = _font(max(12, min(22, height // 6)))
+    width = max(ImageDraw.Draw(Image.new("RGB", (1, 1))).textbbox((0, 0), name, font=font)[2]
+                for name in names) + 2 * GAP + 8
+    labelled = []
+    for row, name in zip(rows, names):
+        margin = Image.new("RGB", (width, row.shape[0]), (MARGIN_COLOUR,) * 3)
+        draw = ImageDraw.Draw(margin)
+        box = draw.textbbox((0, 0), name, font=font)
+        draw.text((GAP + 4, (row.shape[0] - (box[3] + box[1])) // 2), name, font=font,
+                  fill=TEXT_COLOUR)
+        gap = np.full((row.shape[0], GAP, 3), MARGIN_COLOUR, np.uint8)
+        labelled.append(np.concatenate([np.asarray(margin), gap, row], axis=1))
+    return _gapped(labelled, axis=0)
 
 
 def _to_uint8(frames):

@@ -102,6 +102,10 @@ def _read_json(path):
 
 
 def _read_weights_file(path):
+    if os.path.isfile(path) and os.path.getsize(path) == 0:
+        raise CheckpointError(
+            f"{path} is empty (0 bytes), not a checkpoint: download or copy it again."
+        )
     if path.endswith(".safetensors"):
         return _read_safetensors(path)
     if path.endswith(TORCH_SUFFIXES):
@@ -158,9 +162,10 @@ def _read_torch(path):
                 "tensors in a trusted environment, e.g. torch.save(torch.load(path, "
                 "weights_only=False)['model'], 'clean.pth'), or convert it to safetensors."
             ) from None
+        detail = message.strip().splitlines()[0][:200] if message.strip() else "no message"
         raise CheckpointError(
             f"Cannot read {path} as a PyTorch checkpoint: the file is corrupt, truncated or not "
-            f"a torch.save file ({type(e).__name__}: {message.splitlines()[0][:200]})."
+            f"a torch.save file ({type(e).__name__}: {detail})."
         ) from None
     return _flatten_torch_object(obj, path)
 

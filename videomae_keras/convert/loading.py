@@ -1,5 +1,6 @@
 """`from_pretrained` and `load_pytorch_weights`: PyTorch VideoMAE checkpoints into Keras models."""
 
+import collections
 import dataclasses
 import os
 import re
@@ -23,6 +24,25 @@ from videomae_keras.convert.keymap import (
 )
 
 TASKS = ("classifier", "pretrainer", "backbone")
+
+
+class WeightMismatchError(ValueError):
+    """A strict load found keys or shapes that do not fit; `report` lists them."""
+
+    def __init__(self, message, report, path):
+        super().__init__(message)
+        self.report, self.path = report, path
+
+    def as_inconsistent_checkpoint(self):
+        """The error for a model built from this same checkpoint: a mismatch then means the
+        checkpoint disagrees with itself (a damaged or edited tensor), so name the tensors."""
+        shown = "; ".join(f"{key} has shape {found} where the rest of the checkpoint needs "
+                          f"{needed}" for key, found, needed in self.report.mismatched[:3])
+        more = len(self.report.mismatched) - 3
+        return CheckpointError(
+            f"{self.path}: {shown}{f' (and {more} more)' if more > 0 else ''}: the file is "
+            "damaged or was edited; get a fresh copy of it."
+        )
 
 
 @dataclasses.dataclass
@@ -89,10 +109,10 @@ def load_pytorch_weights(model, source, strict=True, progress=None):
     mismatched.sort()
     report = LoadReport(layout, len(values), missing, unexpected, mismatched, notes)
     if strict and (missing or unexpected or mismatched):
-        raise ValueError(
+        raise WeightMismatchError(
             f"Checkpoint {checkpoint.path} does not match {model.name}: {report}. Build the "
             "model that matches the checkpoint (from_pretrained does this for you), or pass "
-            "strict=False to load only the matching weights."
+            "strict=False to load only the matching weights.", report, checkpoint.path
         )
     for key, value in values.items():
         targets[key][0].assign(value)
@@ -170,7 +190,12 @@ def from_pretrained(source, task=None, *, strict=None, dtype=None, progress=None
     # a strict load assigns every weight: nothing to draw at random first
     model = build_model(plan.task, plan.kwargs, initialize=not strict)
     callback = progress if callable(progress) else None
-    report = load_pytorch_weights(model, plan.checkpoint, strict=strict, progress=callback)
+    try:
+        report = load_pytorch_weights(model, plan.checkpoint, strict=strict, progress=callback)
+    except WeightMismatchError as e:
+        if e.report.mismatched and not e.report.missing and not e.report.unexpected:
+            raise e.as_inconsistent_checkpoint() from None
+        raise
     model.load_report = report
     return model
 
@@ -225,6 +250,16 @@ def _arguments_for_task(kwargs, task):
     return kwargs
 
 
+def _most_common(state, sources):
+    """The most common size among the tensors matching each (name pattern, axis); ties go to
+    the first source listed. None when no tensor matches."""
+    sizes = [int(v.shape[axis]) for pattern, axis in sources for k, v in state.items()
+             if re.match(pattern, k) and len(v.shape) > axis]
+    if not sizes:
+        return None
+    return collections.Counter(sizes).most_common(1)[0][0]
+
+
 def _count(state, pattern):
     indices = {int(m.group(1)) for k in state if (m := re.match(pattern, k))}
     if indices and indices != set(range(len(indices))):
@@ -243,19 +278,34 @@ def infer_architecture(state, layout, hf_config=None, given=()):
             "The checkpoint has no patch embedding (patch_embed.proj.weight / "
             "embeddings.patch_embeddings.projection.weight): it is not a VideoMAE model."
         )
-    hidden_dim, num_channels, tubelet, patch, patch_w = state["patch_embed.proj.weight"].shape
+    embedding = state["patch_embed.proj.weight"].shape
+    if len(embedding) != 5:
+        raise CheckpointError(
+            f"patch_embed.proj.weight has shape {tuple(embedding)}; a VideoMAE patch embedding "
+            "is a Conv3d weight (width, channels, tubelet, patch, patch).")
+    _, num_channels, tubelet, patch, patch_w = embedding
     if patch != patch_w:
         raise CheckpointError(f"Non-square patches ({patch}x{patch_w}) are not supported.")
     depth = _count(state, r"^blocks\.(\d+)\.attn\.qkv\.weight$")
     if depth == 0:
         raise CheckpointError("The checkpoint has no transformer blocks (blocks.N.attn.qkv.*).")
+    # Widths by the tensors' majority: one damaged tensor is then named as the mismatch,
+    # instead of setting the width that every other tensor then fails.
+    hidden_dim = _most_common(state, [
+        (r"^patch_embed\.proj\.(weight|bias)$", 0),
+        (r"^blocks\.\d+\.(norm1|norm2)\.(weight|bias)$", 0),
+        (r"^blocks\.\d+\.(attn\.proj|mlp\.fc2)\.(weight|bias)$", 0),
+        (r"^blocks\.\d+\.(attn\.qkv|mlp\.fc1)\.weight$", 1),
+        (r"^(norm|fc_norm)\.(weight|bias)$", 0),
+    ])
     kwargs = dict(
         num_channels=int(num_channels),
         tubelet_size=int(tubelet),
         patch_size=int(patch),
-        hidden_dim=int(hidden_dim),
+        hidden_dim=hidden_dim,
         depth=depth,
-        mlp_dim=int(state["blocks.0.mlp.fc1.weight"].shape[0]),
+        mlp_dim=_most_common(state, [(r"^blocks\.\d+\.mlp\.fc1\.(weight|bias)$", 0),
+                                     (r"^blocks\.\d+\.mlp\.fc2\.weight$", 1)]),
         qv_bias="blocks.0.attn.q_bias" in state,
         init_values=0.1 if "blocks.0.gamma_1" in state else 0.0,
         use_final_norm="norm.weight" in state,
@@ -263,11 +313,19 @@ def infer_architecture(state, layout, hf_config=None, given=()):
     is_pretrainer = "mask_token" in state or any(k.startswith("decoder.") for k in state)
     if is_pretrainer:
         task = "pretrainer"
-        decoder_dim = int(state["decoder.norm.weight"].shape[0])
         kwargs.update(
-            decoder_hidden_dim=decoder_dim,
+            decoder_hidden_dim=_most_common(state, [
+                (r"^decoder\.norm\.(weight|bias)$", 0),
+                (r"^decoder\.blocks\.\d+\.(norm1|norm2)\.(weight|bias)$", 0),
+                (r"^decoder\.blocks\.\d+\.(attn\.proj|mlp\.fc2)\.(weight|bias)$", 0),
+                (r"^decoder\.blocks\.\d+\.(attn\.qkv|mlp\.fc1)\.weight$", 1),
+                (r"^decoder\.head\.weight$", 1),
+            ]),
             decoder_depth=_count(state, r"^decoder\.blocks\.(\d+)\.attn\.qkv\.weight$"),
-            decoder_mlp_dim=int(state["decoder.blocks.0.mlp.fc1.weight"].shape[0]),
+            decoder_mlp_dim=_most_common(state, [
+                (r"^decoder\.blocks\.\d+\.mlp\.fc1\.(weight|bias)$", 0),
+                (r"^decoder\.blocks\.\d+\.mlp\.fc2\.weight$", 1),
+            ]),
         )
         expected = int(num_channels) * int(tubelet) * int(patch) ** 2
         if int(state["decoder.head.weight"].shape[0]) != expected:
@@ -279,7 +337,7 @@ def infer_architecture(state, layout, hf_config=None, given=()):
     elif "head.weight" in state or "fc_norm.weight" in state:
         task = "classifier"
         kwargs.update(
-            num_classes=int(state["head.weight"].shape[0]) if "head.weight" in state else 0,
+            num_classes=_most_common(state, [(r"^head\.(weight|bias)$", 0)]) or 0,
             use_mean_pooling="fc_norm.weight" in state,
         )
     else:
@@ -302,29 +360,67 @@ def _official_conventions(kwargs, task, layout, given):
     return out
 
 
+def _config_value(config, key, default, kind):
+    """config.json's `key` checked to be of `kind`: one sentence naming the key otherwise."""
+    value = config.get(key, default)
+    if kind == "count":
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value != int(
+                value) or value < 1:
+            raise CheckpointError(
+                f"config.json: {key} must be a whole number of at least 1; got {value!r}.")
+        return int(value)
+    if kind == "size":
+        if isinstance(value, (list, tuple)) and len(value) == 2:
+            return tuple(_config_value({key: v}, key, None, "count") for v in value)
+        if isinstance(value, (list, tuple)):
+            raise CheckpointError(
+                f"config.json: {key} must be a size (224) or [height, width]; got {value!r}.")
+        return _config_value(config, key, default, "count")
+    if kind == "rate":
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
+            raise CheckpointError(
+                f"config.json: {key} must be a number in [0, 1); got {value!r}.")
+        return float(value)
+    if kind == "epsilon":
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+            raise CheckpointError(
+                f"config.json: {key} must be a positive number; got {value!r}.")
+        return float(value)
+    if kind == "flag":
+        if not isinstance(value, bool):
+            raise CheckpointError(f"config.json: {key} must be true or false; got {value!r}.")
+        return value
+    raise AssertionError(kind)
+
+
 def _from_hf_config(config, task):
+    if not isinstance(config, dict):
+        raise CheckpointError(
+            f"config.json must hold a JSON object of settings; it holds a "
+            f"{type(config).__name__}.")
     activation = config.get("hidden_act", "gelu")
     if activation != "gelu":
         raise CheckpointError(
             f"config.json uses hidden_act={activation!r}; VideoMAE models use exact 'gelu'."
         )
+    eps = _config_value(config, "layer_norm_eps", 1e-12, "epsilon")
     out = dict(
-        num_frames=int(config.get("num_frames", 16)),
-        image_size=config.get("image_size", 224),
-        num_heads=int(config.get("num_attention_heads", 12)),
-        dropout_rate=float(config.get("hidden_dropout_prob", 0.0)),
-        attention_dropout_rate=float(config.get("attention_probs_dropout_prob", 0.0)),
-        layer_norm_epsilon=float(config.get("layer_norm_eps", 1e-12)),
+        num_frames=_config_value(config, "num_frames", 16, "count"),
+        image_size=_config_value(config, "image_size", 224, "size"),
+        num_heads=_config_value(config, "num_attention_heads", 12, "count"),
+        dropout_rate=_config_value(config, "hidden_dropout_prob", 0.0, "rate"),
+        attention_dropout_rate=_config_value(config, "attention_probs_dropout_prob", 0.0,
+                                             "rate"),
+        layer_norm_epsilon=eps,
         # transformers builds fc_norm and decoder.norm with nn.LayerNorm's default eps.
         fc_norm_epsilon=1e-5,
-        decoder_layer_norm_epsilon=float(config.get("layer_norm_eps", 1e-12)),
+        decoder_layer_norm_epsilon=eps,
         decoder_norm_epsilon=1e-5,
     )
-    if isinstance(out["image_size"], list):
-        out["image_size"] = tuple(out["image_size"])
     if task == "pretrainer":
-        out["decoder_num_heads"] = int(config.get("decoder_num_attention_heads", 6))
-        out["norm_pix_loss"] = bool(config.get("norm_pix_loss", True))
+        out["decoder_num_heads"] = _config_value(config, "decoder_num_attention_heads", 6,
+                                                 "count")
+        out["norm_pix_loss"] = _config_value(config, "norm_pix_loss", True, "flag")
     return out
 
 

@@ -19,10 +19,55 @@ def split_encoder_kwargs(kwargs, extra_defaults=None):
             f"{', '.join(sorted(defaults))}."
         )
     config = {k: kwargs.get(k, v) for k, v in defaults.items()}
+    _check_arguments(config)
     height, width = as_pair(config["image_size"])
     config["image_size"] = height if height == width else (height, width)
     model_kwargs = {k: kwargs[k] for k in _MODEL_KWARGS if k in kwargs}
     return config, model_kwargs
+
+
+_COUNTS = ("num_frames", "num_channels", "patch_size", "tubelet_size", "hidden_dim", "depth",
+           "num_heads", "mlp_dim", "decoder_hidden_dim", "decoder_depth", "decoder_num_heads",
+           "decoder_mlp_dim")
+_RATES = ("dropout_rate", "attention_dropout_rate", "drop_path_rate")
+_EPSILONS = ("layer_norm_epsilon", "decoder_layer_norm_epsilon", "decoder_norm_epsilon")
+
+
+def _whole(value):
+    return (not isinstance(value, bool) and isinstance(value, (int, float))
+            and float(value).is_integer())
+
+
+def _check_arguments(config):
+    """One sentence for the first argument out of range (a count below 1, a rate outside
+    [0, 1), a non-positive epsilon), instead of an error deep inside a layer."""
+    for key in _COUNTS:
+        if key in config and not (_whole(config[key]) and config[key] >= 1):
+            raise ValueError(f"{key} must be a whole number of at least 1; got {config[key]!r}.")
+        if key in config:
+            config[key] = int(config[key])
+    size = config["image_size"]
+    sizes = size if isinstance(size, (list, tuple)) else [size]
+    if not sizes or len(sizes) > 2 or not all(_whole(v) and v >= 1 for v in sizes):
+        raise ValueError(f"image_size must be a positive size (224) or (height, width); got "
+                         f"{size!r}.")
+    for key in _RATES:
+        value = config.get(key)
+        if key in config and (isinstance(value, bool) or not isinstance(value, (int, float))
+                              or not 0 <= value < 1):
+            raise ValueError(f"{key} must be a number in [0, 1); got {value!r}.")
+    for key in _EPSILONS:
+        value = config.get(key)
+        if key in config and (isinstance(value, bool) or not isinstance(value, (int, float))
+                              or not value > 0):
+            raise ValueError(f"{key} must be a positive number; got {value!r}.")
+    if config["hidden_dim"] % config["num_heads"]:
+        raise ValueError(f"hidden_dim={config['hidden_dim']} is not divisible by "
+                         f"num_heads={config['num_heads']}; choose a head count that divides it.")
+    if "decoder_hidden_dim" in config and config["decoder_hidden_dim"] % config[
+            "decoder_num_heads"]:
+        raise ValueError(f"decoder_hidden_dim={config['decoder_hidden_dim']} is not divisible "
+                         f"by decoder_num_heads={config['decoder_num_heads']}.")
 
 
 class VideoMAEModelBase(keras.Model):

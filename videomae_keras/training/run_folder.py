@@ -106,10 +106,9 @@ def open_run(folder, command, arguments, inputs, model_file, overwrite=False,
             f"{existing.get('command', 'training')} run with other settings "
             f"({'; '.join(differences)}); {hint}."
         )
-    if status != "finished":
-        return RunState("resume", {**record, "started": existing.get("started",
-                                                                     record["started"])},
-                        folder)
+    if status != "finished":  # interrupted: resume, keeping what the first start did
+        kept = {k: existing[k] for k in ("started", "checked") if k in existing}
+        return RunState("resume", {**record, **kept}, folder)
     if not os.path.exists(model):
         raise RunFolderError(
             f"{folder} holds a finished {command} run but its {model_file} is gone; pass "
