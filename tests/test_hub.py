@@ -13,7 +13,6 @@ import numpy as np
 import pytest
 import torch
 
-import keras
 import reference
 import videomae_keras as vk
 from videomae_keras import cli, hub, registry

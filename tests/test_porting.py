@@ -6,12 +6,10 @@ import shutil
 import subprocess
 import sys
 
-import numpy as np
 import pytest
 
 import keras
 import reference
-import videomae_keras as vk
 from videomae_keras import cli, export, porting
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -13,6 +13,7 @@ Nothing is replaced unless the caller allows it.
 """
 
 import contextlib
+import hashlib
 import json
 import os
 import re
@@ -32,6 +33,15 @@ def check_writable(path, overwrite):
         raise OutputExistsError(
             f"{path} exists already; pass --overwrite (overwrite=True) to replace it."
         )
+
+
+def file_sha256(path, chunk=1 << 20):
+    """The sha256 of a file's content, read in chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(chunk), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def _alive(pid):

@@ -25,8 +25,8 @@ def _at_least(minimum, kind=int):
         try:
             value = kind(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"expected {'an integer' if kind is int else 'a number'}"
-                                             f", got {text!r}") from None
+            what = "an integer" if kind is int else "a number"
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
         if value < minimum:
             raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {text}")
         return value
@@ -589,7 +589,8 @@ def build_parser():
     reconstruct.add_argument("--seed", type=int, default=0, help="mask seed (default 0)")
     reconstruct.add_argument("--sampling-rate", type=POSITIVE, default=4,
                              help="frame stride of the clip (default 4)")
-    reconstruct.add_argument("--fps", type=POSITIVE_FLOAT, default=4.0, help="GIF frames per second")
+    reconstruct.add_argument("--fps", type=POSITIVE_FLOAT, default=4.0,
+                             help="GIF frames per second")
     reconstruct.add_argument("--no-gif", action="store_true", help="write the PNG only")
     add_flags(reconstruct, "overwrite", "json")
     reconstruct.set_defaults(run=run_reconstruct)

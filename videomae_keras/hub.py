@@ -37,7 +37,7 @@ import urllib.parse
 import urllib.request
 
 from videomae_keras import registry
-from videomae_keras.atomic import atomic_output
+from videomae_keras.atomic import atomic_output, file_sha256
 from videomae_keras.progress import Stages
 
 HF_DEFAULT = "https://huggingface.co"
@@ -338,7 +338,7 @@ def _check_hub_digest(name, spec, local, address, fresh):
     records = _read_digests(name)
     key = _hub_key(local)
     expected = spec.get("sha256") or records.get(key)
-    digest = _digest(local)
+    digest = file_sha256(local)
     if expected and digest != expected:
         _Downloaded(local, address, name).remove()
         where = "published" if spec.get("sha256") else "recorded when it was first downloaded"
@@ -408,14 +408,6 @@ def _fetch_drive_file(name, info, spec, stages):
     )
 
 
-def _digest(path):
-    sha = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(CHUNK), b""):
-            sha.update(block)
-    return sha.hexdigest()
-
-
 def _record_path(path):
     return path + ".sha256"
 
@@ -428,7 +420,7 @@ def _cached_file_is_intact(path, spec):
     if expected is None and os.path.exists(_record_path(path)):
         with open(_record_path(path), encoding="utf-8") as f:
             expected = f.read().strip()
-    digest = _digest(path)
+    digest = file_sha256(path)
     if expected and digest != expected:
         for item in (path, _record_path(path)):
             with contextlib.suppress(OSError):

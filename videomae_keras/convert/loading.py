@@ -6,7 +6,6 @@ import os
 import re
 import warnings
 
-import numpy as np
 
 from videomae_keras import configs
 from videomae_keras.initializers import build_for_loading
@@ -454,7 +453,6 @@ def load_keras_file(path, architecture=None, task=None, dtype=None, **kwargs):
     """A `.keras` file (safe mode: no code runs) or a `.weights.h5` file into the model
     it holds. A `.weights.h5` file stores no architecture: give `architecture` (e.g.
     "B16FT") and the keyword arguments the model was built with (num_classes, ...)."""
-    import keras
 
     import videomae_keras  # noqa: F401  (registers the layers for deserialisation)
 

@@ -12,7 +12,6 @@ earlier releases of this package) are still read, as the last resort.
 """
 
 import contextlib
-import hashlib
 import json
 import os
 import re
@@ -23,6 +22,8 @@ import warnings
 
 import keras
 
+from videomae_keras.atomic import file_sha256
+
 STATE = "state.weights.h5"
 RECORD = "state.json"
 _NAME = re.compile(r"^epoch-(\d{4,})$")
@@ -31,14 +32,6 @@ _LEGACY = ("latest.weights.h5", "training_metadata.json")  # keras.callbacks.Bac
 
 class BackupError(RuntimeError):
     """A backup folder does not read back whole."""
-
-
-def sha256(path, chunk=1 << 20):
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(chunk), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _fsync(path):
@@ -83,7 +76,7 @@ def save(model, folder, epoch, keep=2):
         _fsync(weights)
         record = os.path.join(temp, RECORD)
         with open(record, "w", encoding="utf-8") as f:
-            json.dump({"epoch": int(epoch), "weights_sha256": sha256(weights)}, f)
+            json.dump({"epoch": int(epoch), "weights_sha256": file_sha256(weights)}, f)
             f.flush()
             os.fsync(f.fileno())
         _fsync(temp)
@@ -133,7 +126,7 @@ def _check(path):
     weights = os.path.join(path, STATE)
     if not os.path.isfile(weights):
         raise BackupError(f"{STATE} is missing")
-    if sha256(weights) != expected:
+    if file_sha256(weights) != expected:
         raise BackupError(f"{STATE} does not match its recorded sha256 (torn or changed)")
     return epoch, weights
 

@@ -13,12 +13,11 @@ run:
 
 import dataclasses
 import datetime
-import hashlib
 import json
 import os
 import shutil
 
-from videomae_keras.atomic import atomic_output
+from videomae_keras.atomic import atomic_output, file_sha256
 
 RECORD = "run.json"
 # What a run writes into its folder, besides its final model.
@@ -50,11 +49,7 @@ def fingerprint(path):
     path = os.fspath(path)
     if not os.path.isfile(path):
         return {"path": path}
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return {"path": os.path.abspath(path), "sha256": digest.hexdigest()}
+    return {"path": os.path.abspath(path), "sha256": file_sha256(path)}
 
 
 def _plain(value):
