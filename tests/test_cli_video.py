@@ -3,6 +3,7 @@ one-line errors without tracebacks."""
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -234,9 +235,8 @@ def test_console_command_error_has_no_traceback(tmp_path):
     missing = tmp_path / "nothing.mp4"
     env = dict(os.environ, VIDEOMAE_KERAS_OFFLINE="1")
     env.pop("TF_CPP_MIN_LOG_LEVEL", None)  # a user's plain environment (tf2onnx changes it)
-    process = subprocess.run(
-        [sys.executable, "-m", "videomae_keras.cli", "predict", str(missing), "--quiet"],
-        capture_output=True, text=True, env=env,
-    )
+    command = shutil.which("videomae-keras", path=os.path.dirname(sys.executable))
+    process = subprocess.run([command, "predict", str(missing), "--quiet"],
+                             capture_output=True, text=True, env=env)
     assert process.returncode == 2
     assert process.stderr.strip() == f"videomae-keras predict: error: {missing}: no such file."

@@ -184,6 +184,9 @@ def test_port_command_takes_a_registered_name(server, tmp_path):
 
 # --- failure modes, on small registered entries ------------------------------------------------
 
+# What these check (downloads, caches, digests, messages) does not depend on the backend.
+independent = pytest.mark.backend_independent
+
 @pytest.fixture
 def small_entries(monkeypatch, tmp_path):
     """Two small checkpoints registered for the test: one on Google Drive, one on the Hub."""
@@ -223,6 +226,7 @@ def _no_partial_files(folder):
     return not [n for n in os.listdir(folder) if n.startswith(".") or n.endswith(".tmp")]
 
 
+@independent
 def test_missing_safetensors_falls_back_to_pytorch_model_bin(server, small_entries):
     _serve_hf_folder(server, "test/hub", small_entries["hf"], weights=("pytorch_model.bin",))
     model = vk.from_pretrained("test/hub")
@@ -230,6 +234,7 @@ def test_missing_safetensors_falls_back_to_pytorch_model_bin(server, small_entri
     assert any(r.endswith("model.safetensors") for r in server.requests)
 
 
+@independent
 def test_quota_page_is_an_error_with_a_manual_route(server, small_entries):
     server.drive["TESTID"] = small_entries["official"]
     server.quota.add("TESTID")
@@ -242,6 +247,7 @@ def test_quota_page_is_an_error_with_a_manual_route(server, small_entries):
                                            "test-official.pth"))
 
 
+@independent
 def test_a_cut_download_resumes_then_names_the_mirror(server, small_entries):
     """Hub files come through huggingface_hub: a transfer cut short resumes from the bytes
     already written (asked for by range; huggingface_hub writes 10 MB chunks) before the
@@ -266,6 +272,7 @@ def test_a_cut_download_resumes_then_names_the_mirror(server, small_entries):
         assert f.read() == body
 
 
+@independent
 def test_a_checkpoint_already_in_the_hugging_face_cache_is_not_downloaded_again(
         server, small_entries, monkeypatch):
     """What transformers downloaded (into huggingface_hub's cache) serves from_pretrained,
@@ -283,6 +290,7 @@ def test_a_checkpoint_already_in_the_hugging_face_cache_is_not_downloaded_again(
     assert model.load_report.layout == "transformers" and before == 1
 
 
+@independent
 def test_hf_token_is_sent_to_the_hub(server, small_entries, monkeypatch):
     _serve_hf_folder(server, "test/hub", small_entries["hf"])
     monkeypatch.setenv("HF_TOKEN", "hf_test_token")
@@ -291,6 +299,7 @@ def test_hf_token_is_sent_to_the_hub(server, small_entries, monkeypatch):
                for h in server.gets("model.safetensors"))
 
 
+@independent
 def test_published_digest_is_checked(server, small_entries):
     server.drive["TESTID"] = small_entries["official"]
     small_entries["data"]["checkpoints"]["test-official"]["files"][0]["sha256"] = "0" * 64
@@ -300,6 +309,7 @@ def test_published_digest_is_checked(server, small_entries):
     assert _no_partial_files(os.path.join(hub.entry_dir("test-official"), "source"))
 
 
+@independent
 def test_a_changed_cache_file_is_replaced_by_a_fresh_download(server, small_entries, capfd):
     server.drive["TESTID"] = small_entries["official"]
     hub.fetch("test-official")
@@ -314,6 +324,7 @@ def test_a_changed_cache_file_is_replaced_by_a_fresh_download(server, small_entr
     assert sum(r.startswith("/download?") for r in server.requests) == 2
 
 
+@independent
 def test_a_hub_file_that_changed_in_the_cache_is_removed(server, small_entries):
     _serve_hf_folder(server, "test/hub", small_entries["hf"])
     hub.fetch("test/hub")  # records the digests at the first download
@@ -327,6 +338,7 @@ def test_a_hub_file_that_changed_in_the_cache_is_removed(server, small_entries):
     assert os.path.isdir(hub.fetch("test/hub"))  # the retry downloads it again
 
 
+@independent
 def test_downloaded_files_that_do_not_convert_are_removed(server, small_entries, tmp_path):
     from safetensors.numpy import save_file
 
@@ -344,6 +356,7 @@ def test_downloaded_files_that_do_not_convert_are_removed(server, small_entries,
     assert vk.from_pretrained("test/hub").load_report.layout == "transformers"
 
 
+@independent
 def test_offline_without_cache_says_how_to_get_the_file(server, small_entries, monkeypatch):
     monkeypatch.setenv("VIDEOMAE_KERAS_OFFLINE", "1")
     with pytest.raises(hub.DownloadError) as error:
@@ -360,6 +373,7 @@ def test_offline_without_cache_says_how_to_get_the_file(server, small_entries, m
     assert server.requests == []
 
 
+@independent
 def test_unreachable_server_is_an_error_with_a_manual_route(small_entries, tmp_path, monkeypatch):
     monkeypatch.setenv("VIDEOMAE_KERAS_CACHE", str(tmp_path / "cache"))
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf-cache"))
@@ -371,6 +385,7 @@ def test_unreachable_server_is_an_error_with_a_manual_route(small_entries, tmp_p
         vk.from_pretrained("test/hub")
 
 
+@independent
 def test_a_file_placed_by_hand_is_used(small_entries, tmp_path, monkeypatch):
     monkeypatch.setenv("VIDEOMAE_KERAS_CACHE", str(tmp_path / "cache"))
     monkeypatch.setenv("VIDEOMAE_KERAS_OFFLINE", "1")

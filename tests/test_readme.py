@@ -45,3 +45,14 @@ def test_readme_example_runs(line, code, tmp_path):
     run = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env,
                          capture_output=True, text=True, timeout=900)
     assert run.returncode == 0, f"README.md line {line}:\n{run.stderr[-3000:]}"
+
+
+def test_the_install_section_gives_the_ci_command_and_the_cpu_wheel():
+    """CI installs with the README's one line; a machine without a GPU is told where the
+    CPU-only torch wheel is (the default index brings several GB of CUDA packages)."""
+    with open(os.path.join(ROOT, "README.md"), encoding="utf-8") as f:
+        readme = f.read()
+    with open(os.path.join(ROOT, ".ci", "run"), encoding="utf-8") as f:
+        install = [line for line in f if line.startswith("pip install")]
+    assert install and all(line.strip() in readme for line in install)
+    assert 'pip install "torch==2.13.0" --index-url https://download.pytorch.org/whl/cpu' in readme

@@ -14,6 +14,6 @@ import sys
 if __name__ == "__main__":
     # Run from a source checkout without installing: use the package next to this file.
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    from videomae_keras.cli import main
+    from videomae_keras_cli import main  # the console command's entry: a quiet start
 
     sys.exit(main(["port", *sys.argv[1:]]))

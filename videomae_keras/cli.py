@@ -505,7 +505,7 @@ def run_finetune(args):
     )
     accuracy = results.get("val_top1")
     views = results.get("val_top1_views")
-    verb = "kept" if model.run_state.action == "finished" else "wrote"
+    verb = {"finished": "kept", "evaluate": "evaluated"}.get(model.run_state.action, "wrote")
     print(f"{verb} {os.path.join(args.out, 'finetuned.keras')}"
           + (f"; validation top-1 {accuracy:.3f}" if accuracy is not None else "")
           + (f" (one centre clip), {views:.3f} ({results['test_views']} views)"

@@ -64,8 +64,9 @@ class StopOnNonFiniteLoss(keras.callbacks.Callback):
             self.model.stop_training = True
             raise NonFiniteLoss(
                 f"the loss became {float(loss)} at epoch {self.epoch + 1}, batch {batch + 1}; "
-                "lower the learning rate, add --clip-grad, or check the data (the last "
-                "backup is kept, so a rerun resumes from the last good epoch)."
+                "lower the learning rate or add --clip-grad and start again with --overwrite, "
+                "or fix the data and rerun the same command (the last backup is kept: it "
+                "resumes from the last good epoch)."
             )
 
 
