@@ -102,6 +102,14 @@ def test_arguments_are_checked_before_any_work(capsys):
         (["finetune", "l.txt", "--out", "o", "--pretrained", "p", "--epochs", "0"],
          "--epochs: must be at least 1"),
         (["port", "x", "--out", "o", "--image-size", "0"], "sizes must be positive"),
+        (["pretrain", "l.txt", "--out", "o", "--accumulate", "0"],
+         "--accumulate: must be at least 1"),
+        (["pretrain", "l.txt", "--out", "o", "--data-parallel", "--distribution", "fsdp"],
+         "--data-parallel is --distribution data"),
+        (["finetune", "l.txt", "--out", "o", "--pretrained", "p", "--mesh", "2x4"],
+         "--mesh goes with --distribution fsdp"),
+        (["pretrain", "l.txt", "--out", "o", "--distribution", "fsdp", "--mesh", "2x"],
+         "mesh must look like 2x4"),
     ]:
         with pytest.raises(SystemExit) as exit_info:
             cli.main(argv)

@@ -186,3 +186,119 @@ def test_soft_targets_are_not_smoothed_twice():
     log_probs = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
     assert from_ints == pytest.approx(float(-(soft * log_probs).sum(-1).mean()), rel=1e-5)
     assert from_soft == pytest.approx(from_ints, rel=1e-5)
+
+
+# --- gradient accumulation ---------------------------------------------------------------------
+
+def _pretrainer():
+    return VideoMAEPretrainer(num_frames=4, image_size=32, patch_size=16, hidden_dim=16,
+                              depth=2, num_heads=2, mlp_dim=24, decoder_hidden_dim=8,
+                              decoder_depth=1, decoder_num_heads=2, decoder_mlp_dim=12,
+                              mask_ratio=0.5)
+
+
+def _clips(count=8, seed=0):
+    rng = np.random.default_rng(seed)
+    video = rng.standard_normal((count, 4, 32, 32, 3)).astype("float32")
+    masks = np.stack([np.tile(rng.permutation([True, True, False, False]), 2)
+                      for _ in range(count)]).astype("uint8")
+    return video, masks
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "videomae_adamw"])
+def test_accumulated_steps_give_the_update_of_one_large_batch(optimizer):
+    """Two accumulated batches of 4 give the update of one batch of 8 (the same 8 clips).
+    AdamW is run with epsilon 1: its update then follows the gradient smoothly, where the
+    default epsilon makes near-zero gradients flip sign on summation-order noise."""
+    def make(accumulate):
+        kwargs = {"gradient_accumulation_steps": accumulate} if accumulate > 1 else {}
+        if optimizer == "sgd":
+            return keras.optimizers.SGD(0.5, **kwargs)
+        return VideoMAEAdamW(0.05, weight_decay=0.05, epsilon=1.0, **kwargs)
+
+    video, masks = _clips()
+    one = _pretrainer()
+    start = one.get_weights()
+    one.compile(optimizer=make(1))
+    one.fit([video, masks], batch_size=8, epochs=2, shuffle=False, verbose=0)
+    accumulated = _pretrainer()
+    accumulated.set_weights(start)
+    accumulated.compile(optimizer=make(2))
+    accumulated.fit([video, masks], batch_size=4, epochs=2, shuffle=False, verbose=0)
+    moved = max(np.abs(a - b).max() for a, b in zip(one.get_weights(), start))
+    assert moved > 1e-3  # two real updates happened
+    for a, b, v in zip(one.get_weights(), accumulated.get_weights(), one.weights):
+        np.testing.assert_allclose(a, b, atol=1e-5, err_msg=v.path)
+    assert int(keras.ops.convert_to_numpy(accumulated.optimizer.iterations)) == 2
+
+
+def test_the_schedule_counts_real_updates_under_accumulation():
+    plain = WarmupCosineDecay(1e-3, total_steps=20, warmup_steps=4, final=1e-5)
+    accumulated = WarmupCosineDecay(1e-3, total_steps=20, warmup_steps=4, final=1e-5,
+                                    accumulation_steps=3)
+    for micro_step in range(60):
+        np.testing.assert_allclose(keras.ops.convert_to_numpy(accumulated(micro_step)),
+                                   keras.ops.convert_to_numpy(plain(micro_step // 3)), rtol=1e-6)
+    optimizer = pretraining_optimizer(20, 8 * 3, accumulate=3)
+    assert optimizer.gradient_accumulation_steps == 3
+    assert optimizer._learning_rate.accumulation_steps == 3
+    assert WarmupCosineDecay.from_config(accumulated.get_config()).accumulation_steps == 3
+
+
+# --- rematerialisation -------------------------------------------------------------------------
+
+@pytest.mark.parametrize("kind", ["classifier", "pretrainer"])
+def test_remat_trains_to_the_same_weights(kind, monkeypatch):
+    """Blocks recomputed in the backward pass (remat=True, with stochastic depth drawing
+    masks) give the losses and, after three SGD steps, the weights of plain training; the
+    blocks really went through keras.remat."""
+    calls = []
+    remat = keras.remat
+
+    def counting_remat(function):
+        calls.append(function)
+        return remat(function)
+
+    monkeypatch.setattr(keras, "remat", counting_remat)
+    video, masks = _clips()
+    labels = np.arange(8) % 3
+
+    def train(use_remat):
+        keras.utils.set_random_seed(1)
+        if kind == "classifier":
+            model = VideoMAEClassifier(num_frames=4, image_size=32, patch_size=16,
+                                       hidden_dim=16, depth=2, num_heads=2, mlp_dim=24,
+                                       num_classes=3, drop_path_rate=0.5, remat=use_remat)
+            model.compile(optimizer=keras.optimizers.SGD(0.5),
+                          loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+            data = (video, labels)
+        else:
+            model = VideoMAEPretrainer(num_frames=4, image_size=32, patch_size=16,
+                                       hidden_dim=16, depth=2, num_heads=2, mlp_dim=24,
+                                       decoder_hidden_dim=8, decoder_depth=1,
+                                       decoder_num_heads=2, decoder_mlp_dim=12,
+                                       mask_ratio=0.5, drop_path_rate=0.3, remat=use_remat)
+            model.compile(optimizer=keras.optimizers.SGD(0.5))
+            data = ([video, masks], None)
+        start = [w.copy() for w in model.get_weights()]
+        history = model.fit(*data, batch_size=4, epochs=3, shuffle=False, verbose=0)
+        return model, start, history.history["loss"]
+
+    plain, plain_start, plain_loss = train(False)
+    assert not calls
+    recomputed, start, loss = train(True)
+    assert len(calls) >= 2  # each block, traced at least once
+    assert recomputed.get_config()["remat"] is True
+    for a, b in zip(plain_start, start):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_allclose(loss, plain_loss, rtol=1e-5)
+    moved = max(np.abs(a - b).max() for a, b in zip(plain.get_weights(), start))
+    assert moved > 1e-3
+    for a, b, v in zip(plain.get_weights(), recomputed.get_weights(), plain.weights):
+        np.testing.assert_allclose(b, a, atol=1e-5, err_msg=v.path)
+
+
+def test_remat_refuses_dropout_inside_the_blocks():
+    with pytest.raises(ValueError, match="cannot recompute dropout inside the blocks"):
+        VideoMAEClassifier(num_frames=4, image_size=32, patch_size=16, hidden_dim=16, depth=1,
+                           num_heads=2, mlp_dim=24, num_classes=3, dropout_rate=0.1, remat=True)

@@ -456,15 +456,60 @@ def _training_common(parser):
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--mixed-precision", action="store_true",
                         help="mixed_bfloat16 compute (float32 weights and head)")
+    parser.add_argument("--distribution", choices=["data", "fsdp"],
+                        help="several devices: data (each batch split over the local devices; "
+                        "jax, or tensorflow's MirroredStrategy) or fsdp (jax: weights, "
+                        "gradients and optimizer state sharded over a --mesh)")
+    parser.add_argument("--mesh", help="fsdp: batch x model devices, e.g. 2x4 (default: "
+                        "every device on the batch axis)")
     parser.add_argument("--data-parallel", action="store_true",
-                        help="split each batch over the local devices (jax: all chips of a "
-                        "TPU VM or GPUs; tensorflow: MirroredStrategy)")
+                        help="the same as --distribution data")
+    parser.add_argument("--remat", action="store_true",
+                        help="recompute each transformer block in the backward pass: less "
+                        "activation memory for about a third more compute, same result")
+    parser.add_argument("--accumulate", type=POSITIVE, default=1,
+                        help="average the gradients of N batches into each update (the "
+                        "update's batch, which the learning rate scales with, is N x "
+                        "--batch-size; default 1)")
+    parser.add_argument("--coordinator", metavar="HOST:PORT",
+                        help="several hosts: process 0's address (the same on every host); "
+                        "with --num-processes and --process-id (jax; automatic on TPU VM "
+                        "slices)")
+    parser.add_argument("--num-processes", type=POSITIVE, help="several hosts: how many")
+    parser.add_argument("--process-id", type=int, help="several hosts: this one's, 0 to P-1")
     parser.add_argument("--overwrite", action="store_true",
                         help="OUT holds another run: remove its files and start this one")
     parser.add_argument("--skip-video-check", action="store_true",
                         help="before training, check only that the listed videos exist "
                         "(default: open each one)")
     add_flags(parser, "quiet")
+    parser.set_defaults(check=_distribution_arguments)
+
+
+def _distribution_arguments(args):
+    """distribution, mesh and accumulate for pretrain/finetune (--data-parallel: data)."""
+    if args.data_parallel and args.distribution not in (None, "data"):
+        raise _UsageError("--data-parallel is --distribution data; give one of them")
+    distribution = args.distribution or ("data" if args.data_parallel else None)
+    if args.mesh and distribution != "fsdp":
+        raise _UsageError("--mesh goes with --distribution fsdp")
+    if args.mesh:
+        from videomae_keras.options import parse_mesh
+
+        try:
+            parse_mesh(args.mesh)
+        except ValueError as e:
+            raise _UsageError(f"--mesh: {e}") from None
+    hosts = (args.coordinator, args.num_processes, args.process_id)
+    if any(v is not None for v in hosts) and not all(v is not None for v in hosts):
+        raise _UsageError("--coordinator, --num-processes and --process-id go together")
+    if args.num_processes and not 0 <= args.process_id < args.num_processes:
+        raise _UsageError(f"--process-id must lie in [0, {args.num_processes})")
+    if args.num_processes and not distribution:
+        raise _UsageError("several processes train with --distribution data or fsdp")
+    return {"distribution": distribution, "mesh": args.mesh, "accumulate": args.accumulate,
+            "coordinator": args.coordinator, "num_processes": args.num_processes,
+            "process_id": args.process_id}
 
 
 def run_pretrain(args):
@@ -477,8 +522,9 @@ def run_pretrain(args):
         sampling_rate=args.sampling_rate, clip_grad=args.clip_grad, workers=args.workers,
         seed=args.seed, dtype="mixed_bfloat16" if args.mixed_precision else None,
         progress=not args.quiet, norm_pix_loss=not args.pixel_loss,
-        distributed=args.data_parallel, decoder_mask_ratio=args.decoder_mask_ratio,
-        overwrite=args.overwrite, check_videos=not args.skip_video_check,
+        decoder_mask_ratio=args.decoder_mask_ratio, overwrite=args.overwrite,
+        check_videos=not args.skip_video_check, remat=args.remat,
+        **_distribution_arguments(args),
     )
     if model.run_state.action == "finished":
         return 0  # said so already; nothing was touched
@@ -499,9 +545,9 @@ def run_finetune(args):
         flip=not args.no_flip, scale=(args.min_scale, 1.0), sampling_rate=args.sampling_rate,
         clip_grad=args.clip_grad, workers=args.workers, seed=args.seed,
         dtype="mixed_bfloat16" if args.mixed_precision else None, progress=not args.quiet,
-        mixup=args.mixup, cutmix=args.cutmix, distributed=args.data_parallel,
-        test_views=args.test_views, labels=args.labels, overwrite=args.overwrite,
-        check_videos=not args.skip_video_check,
+        mixup=args.mixup, cutmix=args.cutmix, test_views=args.test_views,
+        labels=args.labels, overwrite=args.overwrite, check_videos=not args.skip_video_check,
+        remat=args.remat, **_distribution_arguments(args),
     )
     accuracy = results.get("val_top1")
     views = results.get("val_top1_views")
@@ -687,7 +733,49 @@ def build_parser():
     synthetic.add_argument("--seed", type=int, default=0)
     add_flags(synthetic, "quiet")
     synthetic.set_defaults(run=run_make_synthetic)
+
+    planner = commands.add_parser(
+        "plan",
+        help="per-device memory of a training configuration, and the largest batch per chip",
+        description="Compiles the real training step for the mesh on virtual CPU devices "
+        "(abstract inputs: nothing is allocated) and prints XLA's per-device memory analysis "
+        "and the largest batch per replica that fits on TPU v4, v5e, v5p, A100/H100 and "
+        "H200. Runs on JAX in a child process, whatever KERAS_BACKEND says.",
+    )
+    planner.add_argument("--arch", required=True,
+                         help="S16FT ... g14FT (fine-tuning) or S16PT ... g14PT (pretraining)")
+    planner.add_argument("--devices", type=POSITIVE, default=8, help="devices (default 8)")
+    planner.add_argument("--distribution", choices=["data", "fsdp"],
+                         help="data or fsdp (default: fsdp on several devices)")
+    planner.add_argument("--mesh", help="fsdp: batch x model devices, e.g. 2x4")
+    planner.add_argument("--batch-size", type=POSITIVE,
+                         help="global batch (default: one clip per replica)")
+    planner.add_argument("--remat", action="store_true", help="recompute blocks (see finetune)")
+    planner.add_argument("--mixed-precision", action="store_true", help="mixed_bfloat16")
+    planner.add_argument("--accumulate", type=POSITIVE, default=1,
+                         help="gradient accumulation (adds its accumulators)")
+    planner.add_argument("--num-frames", type=POSITIVE, default=16)
+    planner.add_argument("--image-size", type=POSITIVE, default=224)
+    planner.add_argument("--num-classes", type=POSITIVE, default=400)
+    add_flags(planner, "json", "quiet")
+    planner.set_defaults(run=run_plan)
     return parser
+
+
+def run_plan(args):
+    from videomae_keras.plan import format_plan, plan
+
+    distribution = args.distribution or ("fsdp" if args.devices > 1 else None)
+    result = plan(args.arch, devices=args.devices, distribution=distribution, mesh=args.mesh,
+                  batch_size=args.batch_size, remat=args.remat,
+                  mixed_precision=args.mixed_precision, accumulate=args.accumulate,
+                  num_frames=args.num_frames, image_size=args.image_size,
+                  num_classes=args.num_classes, progress=not args.quiet)
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        print("\n".join(format_plan(result)))
+    return 0
 
 
 _INTERRUPTED = {
@@ -759,6 +847,8 @@ class _QuietLoader:
 
 
 def _needs_keras(args):
+    if args.command == "plan":
+        return False  # it compiles in a child process of its own
     return not (args.command == "port" and getattr(args, "list", False))
 
 
@@ -797,6 +887,11 @@ def main(argv=None):
     if not getattr(args, "run", None):
         parser.print_help()
         return EXIT_ERROR
+    if getattr(args, "check", None):  # arguments that only make sense together
+        try:
+            args.check(args)
+        except _UsageError as e:
+            parser.error(str(e))  # exits 2, like argparse's own checks
     previous = None
     try:
         previous = signal.signal(signal.SIGTERM, _on_sigterm)

@@ -23,3 +23,25 @@ def parse_views(views):
     if clips < 1 or crops < 1:
         raise ValueError(f"views needs at least one clip and one crop; got {clips}x{crops}.")
     return clips, crops
+
+
+# Ways to train on several devices (training/distribute.py).
+DISTRIBUTIONS = ("data", "fsdp")
+
+
+def parse_mesh(text, devices=None):
+    """(batch, model) from "BxM", e.g. "2x4" (checked against the device count if given)."""
+    parts = str(text).lower().replace("*", "x").split("x")
+    try:
+        shape = tuple(int(p) for p in parts)
+    except ValueError:
+        shape = ()
+    if len(shape) != 2 or min(shape) < 1:
+        raise ValueError(f"mesh must look like 2x4 (batch x model, each at least 1); got "
+                         f"{text!r}.")
+    if devices is not None and shape[0] * shape[1] != devices:
+        raise ValueError(
+            f"mesh {shape[0]}x{shape[1]} needs {shape[0] * shape[1]} devices; there are "
+            f"{devices}. Choose a mesh whose sizes multiply to {devices}."
+        )
+    return shape

@@ -14,6 +14,7 @@ import concurrent.futures
 import dataclasses
 import os
 
+from videomae_keras import storage
 from videomae_keras.atomic import atomic_output
 
 
@@ -37,28 +38,28 @@ class Annotation:
 def read_annotation_lines(path, root=None):
     """[Annotation] of every entry in an annotation file, labels as written."""
     path = os.fspath(path)
-    if not os.path.isfile(path):
+    if not storage.isfile(path):
         raise FileNotFoundError(f"{path}: no such annotation file.")
-    root = os.path.dirname(os.path.abspath(path)) if root is None else os.fspath(root)
+    root = storage.dirname(path) if root is None else os.fspath(root)
     entries = []
-    with open(path, encoding="utf-8") as f:
-        for number, line in enumerate(f, 1):
-            text = line.strip()
-            if not text or text.startswith("#"):
-                continue
-            if "\t" in text:
-                video, _, label = text.rpartition("\t")
+    content = storage.read_text(path)  # a list may sit in a bucket (an fsspec URL)
+    for number, line in enumerate(content.splitlines(), 1):
+        text = line.strip()
+        if not text or text.startswith("#"):
+            continue
+        if "\t" in text:
+            video, _, label = text.rpartition("\t")
+        else:
+            fields = text.split()
+            if len(fields) >= 3 and all(f.lstrip("-").isdigit() for f in fields[1:]):
+                video, label = fields[0], fields[1]  # V2 pretraining lists: path 0 -1
             else:
-                fields = text.split()
-                if len(fields) >= 3 and all(f.lstrip("-").isdigit() for f in fields[1:]):
-                    video, label = fields[0], fields[1]  # V2 pretraining lists: path 0 -1
-                else:
-                    video, label = " ".join(fields[:-1]), fields[-1]
-            video, label = video.strip(), label.strip()
-            if not video or not label:
-                raise AnnotationError(f"{path}:{number}: expected 'path label'; got {text!r}.")
-            video = video if os.path.isabs(video) else os.path.join(root, video)
-            entries.append(Annotation(number, video, label))
+                video, label = " ".join(fields[:-1]), fields[-1]
+        video, label = video.strip(), label.strip()
+        if not video or not label:
+            raise AnnotationError(f"{path}:{number}: expected 'path label'; got {text!r}.")
+        video = storage.join(root, video)  # URLs and absolute paths stand
+        entries.append(Annotation(number, video, label))
     if not entries:
         raise AnnotationError(f"{path}: the annotation file lists no videos.")
     return entries
@@ -124,7 +125,7 @@ def check_annotations(path, num_classes=None, class_names=None, open_videos=True
             return line, str(e)
         return None
 
-    bar = progress.bar(len(samples), f"checking {os.path.basename(path)}", "video") if (
+    bar = progress.bar(len(samples), f"checking {storage.basename(path)}", "video") if (
         progress is not None) else None
     pool = concurrent.futures.ThreadPoolExecutor(max(1, int(workers)))
     try:

@@ -25,16 +25,21 @@ class VideoClipDataset(keras.utils.PyDataset):
         with `mixup` (a `VideoMixup`), `(mixed video, soft targets)` instead.
     mode "eval": yields `(video, label)` with the centre clip and centre crop.
 
-    Every random draw comes from a generator seeded by (seed, epoch, index), so a run is
-    reproducible whatever the number of workers. Unreadable videos raise a VideoError naming
-    the file (set `skip_broken=True` to draw another sample instead, as the official loader
-    does).
+    Every random draw of a clip comes from a generator seeded by (seed, epoch, batch index,
+    place in the batch), so a run is reproducible whatever the number of workers or
+    processes. `share=(process, processes)`: each batch holds only this process's part of
+    the global batch of `batch_size` (rows [p*b/P, (p+1)*b/P)), so the processes of a
+    multi-host run each decode only their clips, with the draws a single process would make
+    (mixup, which mixes within a batch, mixes within each process's part). Unreadable videos
+    raise a VideoError naming the file (set `skip_broken=True` to draw another sample
+    instead, as the official loader does).
     """
 
     def __init__(self, samples, mode="train", num_frames=16, image_size=224, batch_size=8,
                  sampling="dense", sampling_rate=4, mask_generator=None, flip=True,
                  scale=(0.08, 1.0), shuffle=None, seed=0, skip_broken=False,
-                 drop_remainder=None, mixup=None, decoder_mask_generator=None, **kwargs):
+                 drop_remainder=None, mixup=None, decoder_mask_generator=None, share=None,
+                 **kwargs):
         super().__init__(**kwargs)
         if mode not in ("pretrain", "train", "eval"):
             raise ValueError(f"mode must be pretrain, train or eval; got {mode!r}.")
@@ -53,6 +58,11 @@ class VideoClipDataset(keras.utils.PyDataset):
         self.seed, self.skip_broken = int(seed), bool(skip_broken)
         self.mixup = mixup if mode == "train" else None
         self.epoch = 0
+        self.share = (0, 1) if share is None else tuple(int(v) for v in share)
+        process, processes = self.share
+        if not 0 <= process < processes or self.batch_size % processes:
+            raise ValueError(f"share {share} must be (process, processes) with 0 <= process < "
+                             f"processes dividing the batch size {self.batch_size}.")
         if len(self.samples) < (self.batch_size if self.drop_remainder else 1):
             raise ValueError(f"{len(self.samples)} samples cannot fill a batch of "
                              f"{self.batch_size}.")
@@ -78,23 +88,29 @@ class VideoClipDataset(keras.utils.PyDataset):
 
     def __getitem__(self, index):
         rows = self._order[index * self.batch_size : (index + 1) * self.batch_size]
-        rng = np.random.default_rng([self.seed, self.epoch, index])
-        videos, labels = [], []
-        for row in rows:
-            video, label = self._load(int(row), rng)
+        process, processes = self.share
+        part = -(-len(rows) // processes)
+        places = range(process * part, min(len(rows), (process + 1) * part))
+        videos, labels, masks, decoder_masks = [], [], [], []
+        for place in places:
+            rng = np.random.default_rng([self.seed, self.epoch, index, place])
+            video, label = self._load(int(rows[place]), rng)
             videos.append(video)
             labels.append(label)
+            if self.mode == "pretrain":
+                masks.append(self._mask(self.mask_generator, rng))
+                if self.decoder_mask_generator is not None:
+                    decoder_masks.append(self._mask(self.decoder_mask_generator, rng))
         videos = np.stack(videos)
         if self.mode == "pretrain":
             # uint8 0/1 rather than bool: tf.distribute cannot reduce bool batches
-            masks = np.stack([self._mask(self.mask_generator, rng) for _ in rows])
+            masks = np.stack(masks).astype(np.uint8)
             if self.decoder_mask_generator is None:
-                return ((videos, masks.astype(np.uint8)),)
-            decoder_masks = np.stack([self._mask(self.decoder_mask_generator, rng)
-                                      for _ in rows])
-            return ((videos, masks.astype(np.uint8), decoder_masks.astype(np.uint8)),)
+                return ((videos, masks),)
+            return ((videos, masks, np.stack(decoder_masks).astype(np.uint8)),)
         labels = np.asarray(labels, np.int32)
         if self.mixup is not None:
+            rng = np.random.default_rng([self.seed, self.epoch, index, len(rows) + process])
             videos, targets, _, _ = self.mixup(videos, labels, rng)
             return videos, targets
         return videos, labels

@@ -32,6 +32,7 @@ def _transformer_blocks(owner, hidden_dim, num_heads, mlp_dim, layer_norm_epsilo
             drop_path_rate=float(rate),
             layer_norm_epsilon=layer_norm_epsilon,
             kernel_initializer=fresh(owner.kernel_initializer, f"blocks_{i}"),
+            remat=owner.remat,
             dtype=owner.dtype_policy,
             name=f"blocks_{i}",
         )
@@ -62,6 +63,7 @@ class VideoMAEEncoder(keras.layers.Layer):
         dropout_rate=0.0,
         attention_dropout_rate=0.0,
         drop_path_rate=0.0,
+        remat=False,
         layer_norm_epsilon=1e-6,
         use_final_norm=False,
         kernel_initializer="glorot_uniform",
@@ -81,6 +83,7 @@ class VideoMAEEncoder(keras.layers.Layer):
         self.dropout_rate = float(dropout_rate)
         self.attention_dropout_rate = float(attention_dropout_rate)
         self.drop_path_rate = float(drop_path_rate)
+        self.remat = bool(remat)  # recompute each block in the backward pass
         self.layer_norm_epsilon = float(layer_norm_epsilon)
         self.use_final_norm = bool(use_final_norm)
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
@@ -152,6 +155,7 @@ class VideoMAEEncoder(keras.layers.Layer):
             dropout_rate=self.dropout_rate,
             attention_dropout_rate=self.attention_dropout_rate,
             drop_path_rate=self.drop_path_rate,
+            **({"remat": True} if self.remat else {}),
             layer_norm_epsilon=self.layer_norm_epsilon,
             use_final_norm=self.use_final_norm,
             kernel_initializer=keras.initializers.serialize(self.kernel_initializer),
@@ -187,6 +191,7 @@ class VideoMAEDecoder(keras.layers.Layer):
         dropout_rate=0.0,
         attention_dropout_rate=0.0,
         drop_path_rate=0.0,
+        remat=False,
         layer_norm_epsilon=1e-6,
         norm_epsilon=1e-6,
         kernel_initializer="glorot_uniform",
@@ -205,6 +210,7 @@ class VideoMAEDecoder(keras.layers.Layer):
         self.dropout_rate = float(dropout_rate)
         self.attention_dropout_rate = float(attention_dropout_rate)
         self.drop_path_rate = float(drop_path_rate)
+        self.remat = bool(remat)  # recompute each block in the backward pass
         self.layer_norm_epsilon = float(layer_norm_epsilon)
         self.norm_epsilon = float(norm_epsilon)
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
@@ -266,6 +272,7 @@ class VideoMAEDecoder(keras.layers.Layer):
             dropout_rate=self.dropout_rate,
             attention_dropout_rate=self.attention_dropout_rate,
             drop_path_rate=self.drop_path_rate,
+            **({"remat": True} if self.remat else {}),
             layer_norm_epsilon=self.layer_norm_epsilon,
             norm_epsilon=self.norm_epsilon,
             kernel_initializer=keras.initializers.serialize(self.kernel_initializer),

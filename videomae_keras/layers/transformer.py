@@ -9,6 +9,17 @@ from videomae_keras.layers.common import dense, layer_norm
 from videomae_keras.utils import dropout_if_active
 
 
+def check_remat(remat, dropout_rate, attention_dropout_rate):
+    """ValueError for remat with dropout inside the blocks (see TransformerBlock)."""
+    if remat and (dropout_rate or attention_dropout_rate):
+        raise ValueError(
+            "remat=True (--remat) cannot recompute dropout inside the blocks "
+            f"(dropout_rate={dropout_rate}, attention_dropout_rate={attention_dropout_rate}); "
+            "set both to 0 (as every released recipe does; drop_path_rate works with remat) "
+            "or train without remat."
+        )
+
+
 @keras.saving.register_keras_serializable(package="videomae_keras")
 class MLP(keras.layers.Layer):
     """fc1 -> exact (erf) GELU -> fc2 -> dropout, as in timm / the official code."""
@@ -69,10 +80,19 @@ class DropPath(keras.layers.Layer):
     def call(self, x, training=None):
         if not training or self.rate == 0.0:
             return x
-        keep = 1.0 - self.rate
+        return self.apply_mask(x, self.draw_mask(x))
+
+    def draw_mask(self, x):
+        """The 0/1 keep mask of one call on `x`, (B, 1, ...): drawn apart from its use so
+        that a rematerialised block can take it as an input (draws inside a recomputed
+        function break on JAX)."""
         shape = (ops.shape(x)[0],) + (1,) * (len(x.shape) - 1)
         noise = keras.random.uniform(shape, dtype=x.dtype, seed=self.seed_generator)
-        return x / keep * ops.floor(keep + noise)
+        return ops.floor(1.0 - self.rate + noise)
+
+    def apply_mask(self, x, mask):
+        """`x` with the samples `mask` drops zeroed and the rest scaled by 1 / keep."""
+        return x / (1.0 - self.rate) * mask
 
     def compute_output_shape(self, input_shape):
         return input_shape
@@ -89,6 +109,14 @@ class TransformerBlock(keras.layers.Layer):
 
     Layer scale (gamma_1, gamma_2) exists only when init_values > 0; no released checkpoint
     uses it. The LayerNorm epsilon must be set explicitly (official 1e-6, transformers 1e-12).
+
+    `remat=True` recomputes the block in the backward pass instead of keeping its
+    activations (`keras.remat`: jax.checkpoint, tf.recompute_grad or torch's checkpoint).
+    The stochastic-depth masks are drawn before the recomputed function and handed to it,
+    in the order and from the seed generator a plain call uses, so training draws the
+    same masks and computes the same values with or without it. Dropout inside the block
+    (dropout_rate, attention_dropout_rate: 0 in every released recipe) would draw inside the
+    recomputed function, which fails on JAX, so remat refuses it.
     """
 
     def __init__(
@@ -103,6 +131,7 @@ class TransformerBlock(keras.layers.Layer):
         drop_path_rate=0.0,
         layer_norm_epsilon=1e-6,
         kernel_initializer="glorot_uniform",
+        remat=False,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -116,6 +145,8 @@ class TransformerBlock(keras.layers.Layer):
         self.drop_path_rate = float(drop_path_rate)
         self.layer_norm_epsilon = float(layer_norm_epsilon)
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
+        self.remat = bool(remat)
+        check_remat(self.remat, self.dropout_rate, self.attention_dropout_rate)
         policy = self.dtype_policy
         self.norm1 = layer_norm(self.layer_norm_epsilon, "norm1", policy)
         self.attn = MultiHeadSelfAttention(
@@ -152,14 +183,28 @@ class TransformerBlock(keras.layers.Layer):
             )
 
     def call(self, x, training=None):
+        if not (self.remat and training):
+            return self._forward(x, training)
+        if self.drop_path.rate > 0:  # the two masks a plain call would draw, in its order
+            masks = ops.stack([self.drop_path.draw_mask(x), self.drop_path.draw_mask(x)])
+            return keras.remat(lambda x, masks: self._forward(x, True, masks))(x, masks)
+        return keras.remat(lambda x: self._forward(x, True))(x)
+
+    def _forward(self, x, training, masks=None):
+        """The block; `masks` (2, B, 1, 1): stochastic-depth masks drawn beforehand."""
         y = self.attn(self.norm1(x), training=training)
         if self.init_values > 0:
             y = y * ops.cast(self.gamma_1, y.dtype)
-        x = x + dropout_if_active(self.drop_path, y, training)
+        x = x + self._drop_path(y, training, masks, 0)
         y = self.mlp(self.norm2(x), training=training)
         if self.init_values > 0:
             y = y * ops.cast(self.gamma_2, y.dtype)
-        return x + dropout_if_active(self.drop_path, y, training)
+        return x + self._drop_path(y, training, masks, 1)
+
+    def _drop_path(self, y, training, masks, index):
+        if masks is None:
+            return dropout_if_active(self.drop_path, y, training)
+        return self.drop_path.apply_mask(y, masks[index])
 
     def compute_output_shape(self, input_shape):
         return input_shape
@@ -178,4 +223,6 @@ class TransformerBlock(keras.layers.Layer):
             layer_norm_epsilon=self.layer_norm_epsilon,
             kernel_initializer=keras.initializers.serialize(self.kernel_initializer),
         )
+        if self.remat:
+            config["remat"] = True
         return config

@@ -4,6 +4,7 @@ import keras
 
 from videomae_keras.configs import ENCODER_DEFAULTS, as_pair, grid_size
 from videomae_keras.layers import VideoMAEEncoder
+from videomae_keras.layers.transformer import check_remat
 from videomae_keras.utils import static_shape
 
 _MODEL_KWARGS = ("trainable",)
@@ -61,6 +62,10 @@ def _check_arguments(config):
         if key in config and (isinstance(value, bool) or not isinstance(value, (int, float))
                               or not value > 0):
             raise ValueError(f"{key} must be a positive number; got {value!r}.")
+    if not isinstance(config.get("remat", False), bool):
+        raise ValueError(f"remat must be True or False; got {config['remat']!r}.")
+    check_remat(config.get("remat"), config.get("dropout_rate"),
+                config.get("attention_dropout_rate"))
     if config["hidden_dim"] % config["num_heads"]:
         raise ValueError(f"hidden_dim={config['hidden_dim']} is not divisible by "
                          f"num_heads={config['num_heads']}; choose a head count that divides it.")
@@ -104,6 +109,7 @@ class VideoMAEModelBase(keras.Model):
             attention_dropout_rate=config["attention_dropout_rate"],
             drop_path_rate=config["drop_path_rate"],
             layer_norm_epsilon=config["layer_norm_epsilon"],
+            remat=config["remat"],
             use_final_norm=use_final_norm,
             kernel_initializer=kernel_initializer,
             dtype=dtype,
@@ -188,6 +194,8 @@ class VideoMAEModelBase(keras.Model):
                 keras.dtype_policies.get(self._videomae_dtype)
             )
         config.update(self._videomae_config)
+        if not config.get("remat"):
+            config.pop("remat", None)  # a training setting: files stay as they were without it
         return config
 
     @classmethod

@@ -118,6 +118,7 @@ class VideoMAEPretrainer(VideoMAEModelBase):
             dropout_rate=config["dropout_rate"],
             attention_dropout_rate=config["attention_dropout_rate"],
             drop_path_rate=config["drop_path_rate"],
+            remat=config["remat"],
             layer_norm_epsilon=config["decoder_layer_norm_epsilon"],
             norm_epsilon=config["decoder_norm_epsilon"],
             dtype=dtype,

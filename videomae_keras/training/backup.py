@@ -146,12 +146,15 @@ def _read_every_dataset(path):
         raise BackupError(f"{os.path.basename(path)} is torn ({_first_line(e)})") from None
 
 
-def restore(model, folder, total_epochs, report=None):
+def restore(model, folder, total_epochs, report=None, write=True):
     """Loads the newest readable backup in `folder` into `model` (compiled: its optimizer
     state is restored too) and returns the number of epochs it completed, or 0 when there is
-    none. Each unreadable backup is reported in one line saying what was done instead."""
+    none. Each unreadable backup is reported in one line saying what was done instead.
+    `write=False` (the other processes of a multi-process run, which read the backups the
+    writer made) leaves temporaries and unreadable backups for the writer to remove."""
     report = report or _stderr
-    remove_stale_temporaries(folder)
+    if write:
+        remove_stale_temporaries(folder)
     candidates = backups(folder)
     if not candidates:
         return 0
@@ -176,9 +179,11 @@ def restore(model, folder, total_epochs, report=None):
             continue
         if skipped:
             report(f"resuming from backup {shown}: epoch {epoch + 1} of {total_epochs}")
-        _discard(skipped, folder)
+        if write:
+            _discard(skipped, folder)
         return epoch
-    _discard(skipped, folder)
+    if write:
+        _discard(skipped, folder)
     return 0
 
 
@@ -209,12 +214,19 @@ def _stderr(message):
 
 class EpochBackup(keras.callbacks.Callback):
     """Saves `backup.save(model, folder, epoch)` after every epoch; nothing is deleted when
-    training ends (the run removes its backups once the final model is safely written)."""
+    training ends (the run removes its backups once the final model is safely written). In
+    a multi-process run every process gathers the sharded state and process 0 writes it."""
 
-    def __init__(self, folder, keep=2):
+    def __init__(self, folder, keep=2, writer=True):
         super().__init__()
         self.folder = folder
         self.keep = keep
+        self.writer = writer  # in a multi-process run: process 0; the others help gather
 
     def on_epoch_end(self, epoch, logs=None):
-        save(self.model, self.folder, epoch + 1, self.keep)
+        from videomae_keras.training.distribute import barrier, whole_values
+
+        with whole_values(self.model):
+            if self.writer:
+                save(self.model, self.folder, epoch + 1, self.keep)
+        barrier("videomae-keras: backup written")

@@ -92,15 +92,26 @@ class VideoMAEAdamW(keras.optimizers.Optimizer):
 @keras.saving.register_keras_serializable(package="videomae_keras")
 class WarmupCosineDecay(keras.optimizers.schedules.LearningRateSchedule):
     """Linear warm-up from `warmup_start` to `base` over `warmup_steps`, then a cosine to
-    `final` at `total_steps` (official `cosine_scheduler`, per step)."""
+    `final` at `total_steps` (official `cosine_scheduler`, per step).
 
-    def __init__(self, base, total_steps, warmup_steps=0, final=1e-6, warmup_start=0.0):
+    Steps count optimizer updates. With gradient accumulation Keras hands the schedule its
+    micro-steps; `accumulation_steps` (the optimizer's `gradient_accumulation_steps`)
+    converts them, so the schedule follows the real updates.
+    """
+
+    def __init__(self, base, total_steps, warmup_steps=0, final=1e-6, warmup_start=0.0,
+                 accumulation_steps=1):
         self.base, self.final, self.warmup_start = float(base), float(final), float(warmup_start)
         self.total_steps, self.warmup_steps = int(total_steps), int(warmup_steps)
+        self.accumulation_steps = int(accumulation_steps or 1)
         if self.total_steps <= self.warmup_steps:
             raise ValueError("total_steps must exceed warmup_steps.")
+        if self.accumulation_steps < 1:
+            raise ValueError(f"accumulation_steps must be at least 1; got {accumulation_steps}.")
 
     def __call__(self, step):
+        if self.accumulation_steps > 1:
+            step = ops.floor_divide(step, self.accumulation_steps)
         step = ops.cast(step, "float32")
         warm = max(self.warmup_steps, 1)
         # official: np.linspace(start, base, warmup_steps)[i] = start + (base-start)*i/(w-1)
@@ -114,9 +125,12 @@ class WarmupCosineDecay(keras.optimizers.schedules.LearningRateSchedule):
         return ops.where(step < self.warmup_steps, ramp, cosine)
 
     def get_config(self):
-        return dict(base=self.base, total_steps=self.total_steps,
-                    warmup_steps=self.warmup_steps, final=self.final,
-                    warmup_start=self.warmup_start)
+        config = dict(base=self.base, total_steps=self.total_steps,
+                      warmup_steps=self.warmup_steps, final=self.final,
+                      warmup_start=self.warmup_start)
+        if self.accumulation_steps > 1:
+            config["accumulation_steps"] = self.accumulation_steps
+        return config
 
 
 def layer_decay_scales(model, decay=0.75):
@@ -142,25 +156,45 @@ def scaled_learning_rate(base_lr, batch_size):
     return base_lr * batch_size / 256.0
 
 
+def _accumulation(accumulate):
+    """Optimizer keyword arguments for gradient accumulation over `accumulate` batches."""
+    accumulate = int(accumulate or 1)
+    if accumulate < 1:
+        raise ValueError(f"accumulate must be at least 1; got {accumulate}.")
+    return {"gradient_accumulation_steps": accumulate} if accumulate > 1 else {}
+
+
 def pretraining_optimizer(steps, batch_size, base_lr=1.5e-4, warmup_steps=None,
-                          min_lr=1e-5, weight_decay=0.05, clip_grad=None):
+                          min_lr=1e-5, weight_decay=0.05, clip_grad=None, accumulate=1):
     """AdamW (0.9, 0.95), wd 0.05, lr base * batch / 256, warm-up then cosine (official
-    pretraining; warm-up defaults to 40/800 of the run)."""
+    pretraining; warm-up defaults to 40/800 of the run).
+
+    `steps` and `warmup_steps` count optimizer updates and `batch_size` is the batch of one
+    update: with `accumulate` N (gradients of N batches averaged into each update, Keras'
+    `gradient_accumulation_steps`) that is N times the batch fed at a time.
+    """
     lr = scaled_learning_rate(base_lr, batch_size)
     warmup = int(steps * 40 / 800) if warmup_steps is None else int(warmup_steps)
     kwargs = {"global_clipnorm": clip_grad} if clip_grad else {}
-    return VideoMAEAdamW(WarmupCosineDecay(lr, steps, warmup, min(min_lr, lr)),
-                         weight_decay=weight_decay, beta_1=0.9, beta_2=0.95, **kwargs)
+    kwargs.update(_accumulation(accumulate))
+    schedule = WarmupCosineDecay(lr, steps, warmup, min(min_lr, lr),
+                                 accumulation_steps=accumulate)
+    return VideoMAEAdamW(schedule, weight_decay=weight_decay, beta_1=0.9, beta_2=0.95,
+                         **kwargs)
 
 
 def finetuning_optimizer(model, steps, batch_size, base_lr=1e-3, layer_decay=0.75,
-                         warmup_steps=None, min_lr=1e-6, weight_decay=0.05, clip_grad=None):
+                         warmup_steps=None, min_lr=1e-6, weight_decay=0.05, clip_grad=None,
+                         accumulate=1):
     """AdamW (0.9, 0.999), wd 0.05, layer-wise lr decay, lr base * batch / 256, warm-up then
-    cosine (official fine-tuning; warm-up defaults to 5/100 of the run)."""
+    cosine (official fine-tuning; warm-up defaults to 5/100 of the run). `steps`,
+    `batch_size` and `accumulate` as in `pretraining_optimizer`."""
     lr = scaled_learning_rate(base_lr, batch_size)
     warmup = int(steps * 5 / 100) if warmup_steps is None else int(warmup_steps)
     kwargs = {"global_clipnorm": clip_grad} if clip_grad else {}
+    kwargs.update(_accumulation(accumulate))
     scales = layer_decay_scales(model, layer_decay) if layer_decay < 1.0 else None
-    return VideoMAEAdamW(WarmupCosineDecay(lr, steps, warmup, min(min_lr, lr)),
-                         weight_decay=weight_decay, beta_1=0.9, beta_2=0.999,
+    schedule = WarmupCosineDecay(lr, steps, warmup, min(min_lr, lr),
+                                 accumulation_steps=accumulate)
+    return VideoMAEAdamW(schedule, weight_decay=weight_decay, beta_1=0.9, beta_2=0.999,
                          lr_scales=scales, **kwargs)

@@ -18,7 +18,6 @@ range). A folder holding another run is refused unless `overwrite=True`; a finis
 left as it is. A non-finite loss stops the run with a message naming the epoch and batch.
 """
 
-import contextlib
 import math
 import os
 import shutil
@@ -35,7 +34,13 @@ from videomae_keras.data.annotations import check_annotations, label_names
 from videomae_keras.masking import RunningCellMaskingGenerator, TubeMaskingGenerator
 from videomae_keras.options import parse_views
 from videomae_keras.training import backup, run_folder
-from videomae_keras.training.distribute import data_parallel
+from videomae_keras.training.distribute import (
+    barrier,
+    check_batch_size,
+    distribution_scope,
+    initialize,
+    whole_values,
+)
 from videomae_keras.training.losses import SmoothedCrossentropy
 from videomae_keras.training.optimizers import finetuning_optimizer, pretraining_optimizer
 
@@ -81,19 +86,23 @@ class SyncDataEpoch(keras.callbacks.Callback):
         self.data.set_epoch(epoch)
 
 
-def _callbacks(out_dir, data, extra=None):
+def _callbacks(out_dir, data, extra=None, writer=True):
+    """The run's callbacks; in a multi-process run only the writer (process 0) logs, and
+    every process takes part in gathering each backup, which the writer saves."""
     callbacks = [
         SyncDataEpoch(data),
         StopOnNonFiniteLoss(),
-        backup.EpochBackup(os.path.join(out_dir, "backup")),
-        keras.callbacks.CSVLogger(os.path.join(out_dir, "log.csv"), append=True),
+        backup.EpochBackup(os.path.join(out_dir, "backup"), writer=writer),
     ]
-    try:
-        import tensorboard  # noqa: F401
+    if writer:
+        callbacks.append(keras.callbacks.CSVLogger(os.path.join(out_dir, "log.csv"),
+                                                   append=True))
+        try:
+            import tensorboard  # noqa: F401
 
-        callbacks.append(keras.callbacks.TensorBoard(os.path.join(out_dir, "tensorboard")))
-    except ImportError:
-        pass
+            callbacks.append(keras.callbacks.TensorBoard(os.path.join(out_dir, "tensorboard")))
+        except ImportError:
+            pass
     return callbacks + list(extra or [])
 
 
@@ -102,12 +111,30 @@ def _say(message):
     print(f"videomae-keras: {message}", file=sys.stderr, flush=True)
 
 
-def _open(out_dir, command, arguments, inputs, model_file, overwrite, evaluation=None):
+def _open(out_dir, command, arguments, inputs, model_file, overwrite, evaluation=None,
+          writer=True):
+    """The run folder's verdict; every process of a multi-process run reaches the same one
+    from the same files, and only the writer removes an old run (overwrite)."""
     state = run_folder.open_run(out_dir, command, arguments, inputs, model_file,
-                                overwrite=overwrite, evaluation=evaluation)
-    if state.note:
+                                overwrite=overwrite, evaluation=evaluation, remove=writer)
+    barrier("videomae-keras: run folder opened")  # nobody reads while the writer removes
+    if state.note and writer:
         _say(f"{out_dir}: {state.note}")
     return state
+
+
+def _join(coordinator, num_processes, process_id, distribution, distributed, batch_size):
+    """(process, processes): joins a multi-process run when asked (or on a TPU VM slice),
+    before anything touches a device, and checks that the run can be split."""
+    process, processes = initialize(coordinator, num_processes, process_id)
+    if processes > 1:
+        if not (distribution or distributed):
+            raise ValueError("a multi-process run trains with --distribution data or fsdp "
+                             "(distribution='data' or 'fsdp').")
+        if batch_size % processes:
+            raise ValueError(f"batch size {batch_size} does not split over {processes} "
+                             f"processes; use a multiple of {processes}.")
+    return process, processes
 
 
 def _checked(path, state, key, progress, workers, check_videos, **kwargs):
@@ -129,17 +156,20 @@ def _checked(path, state, key, progress, workers, check_videos, **kwargs):
     return samples
 
 
-def _fit(model, data, out_dir, epochs, progress, callbacks):
+def _fit(model, data, out_dir, epochs, progress, callbacks, writer=True):
     """`model.fit` from the newest readable backup (or from the start); returns the history
-    and the epoch it started at."""
-    initial = backup.restore(model, os.path.join(out_dir, "backup"), epochs, report=_say)
-    run_folder.trim_log(os.path.join(out_dir, "log.csv"), initial)
+    and the epoch it started at. Every process of a multi-process run reads the same
+    backup; only the writer cleans up and logs."""
+    initial = backup.restore(model, os.path.join(out_dir, "backup"), epochs,
+                             report=_say if writer else (lambda message: None), write=writer)
+    if writer:
+        run_folder.trim_log(os.path.join(out_dir, "log.csv"), initial)
     if initial and progress:
         _say(f"{out_dir}: resuming at epoch {initial + 1} of {epochs}")
     # shuffle=False: the data set shuffles itself, seeded per epoch (Keras would reorder
     # batches with Python's global random state, which a resumed run cannot reproduce)
     history = model.fit(data, epochs=epochs, initial_epoch=initial, shuffle=False,
-                        callbacks=_callbacks(out_dir, data, callbacks),
+                        callbacks=_callbacks(out_dir, data, callbacks, writer),
                         verbose=1 if progress else 0)
     return history, initial
 
@@ -164,17 +194,45 @@ def _finish(state, out_dir, results):
     shutil.rmtree(os.path.join(out_dir, "backup"), ignore_errors=True)
 
 
+def _scope(distribution, distributed, mesh, batch_size):
+    """The context of a run's build, compile and fit (`distributed=True`: "data"), after
+    checking that each batch splits evenly over the devices that share it."""
+    if distributed and distribution not in (None, "data"):
+        raise ValueError("distributed=True means distribution='data'; give one of them.")
+    distribution = distribution or ("data" if distributed else None)
+    check_batch_size(batch_size, distribution, mesh)
+    return distribution_scope(distribution, mesh)
+
+
+def _updates(epochs, warmup_epochs, batches, accumulate):
+    """(optimizer updates in the run, warm-up updates or None): each update takes
+    `accumulate` batches."""
+    accumulate = int(accumulate or 1)
+    if accumulate < 1:
+        raise ValueError(f"accumulate must be at least 1; got {accumulate}.")
+    updates = epochs * batches // accumulate
+    if updates < 1:
+        raise ValueError(f"{epochs} epochs of {batches} batches make no update of {accumulate} "
+                         "accumulated batches; lower --accumulate or train longer.")
+    warmup = None if warmup_epochs is None else warmup_epochs * batches // accumulate
+    return updates, warmup
+
+
 def _jit():
     return "auto" if keras.backend.backend() != "torch" else False
 
 
-def _save(model, path, overwrite=True):
-    """The model alone (no optimizer state or compile settings): a fresh copy is saved."""
+def _save(model, path, overwrite=True, writer=True):
+    """The model alone (no optimizer state or compile settings): a fresh copy is saved. In
+    a multi-process run every process gathers the weights and the writer saves them."""
     from videomae_keras.convert.loading import rebuild
 
-    clean = rebuild(model)
-    with atomic_output(path, overwrite=overwrite, suffix=".keras") as temp:
-        clean.save(temp)
+    with whole_values(model):
+        if writer:
+            clean = rebuild(model)
+            with atomic_output(path, overwrite=overwrite, suffix=".keras") as temp:
+                clean.save(temp)
+    barrier("videomae-keras: model saved")
     return path
 
 
@@ -182,7 +240,8 @@ def pretrain(train_list, out_dir, architecture=None, epochs=100, batch_size=16, 
              warmup_epochs=None, mask_ratio=0.9, num_frames=16, image_size=224,
              sampling_rate=4, clip_grad=None, workers=2, seed=0, dtype=None, progress=True,
              distributed=False, callbacks=None, decoder_mask_ratio=0.0, overwrite=False,
-             check_videos=True, **model_kwargs):
+             check_videos=True, distribution=None, mesh=None, accumulate=1, remat=False,
+             coordinator=None, num_processes=None, process_id=None, **model_kwargs):
     """Self-supervised pretraining on the videos of an annotation list (labels unused).
 
     `decoder_mask_ratio` > 0 is VideoMAE V2 dual masking (V2 uses 0.5): the decoder
@@ -190,9 +249,20 @@ def pretrain(train_list, out_dir, architecture=None, epochs=100, batch_size=16, 
 
     `architecture`: a factory name ("S16PT", "B16PT", ...), "tiny" (configs.TINY_ENCODER
     and TINY_DECODER), or None with the model given by keyword arguments.
-    `distributed=True` trains data-parallel on the local devices (see
-    `videomae_keras.training.distribute`). `out_dir` must be new, or hold this same run
-    (interrupted: it resumes; finished: nothing is done), unless `overwrite=True`.
+    `distribution`: None (one device), "data" (data parallel on the local devices) or
+    "fsdp" (JAX: weights, gradients and optimizer state sharded over a `mesh` "BxM", see
+    `videomae_keras.training.distribute`); `distributed=True` is "data". `accumulate` N
+    averages the gradients of N batches into each update (Keras' gradient accumulation): the
+    update's batch is N x `batch_size`, which the learning rate scales with, and `epochs`,
+    warm-up and decay count real updates. `remat=True` recomputes each transformer block in
+    the backward pass (less activation memory, about a third more compute, the same
+    result: a rerun may switch it). `coordinator` ("HOST:PORT" of process 0),
+    `num_processes` and `process_id` join a multi-process run (the same call on every
+    host; automatic on a TPU VM slice): `batch_size` is the global batch, each process
+    decodes its share of it, and only process 0 writes (`out_dir` must be one folder all
+    processes see: a shared disk or a bucket mounted on each host). `out_dir` must be new,
+    or hold this same run (interrupted: it resumes; finished: nothing is done), unless
+    `overwrite=True`.
     `check_videos=False` checks only that the listed files exist, not that they open.
     Returns the trained VideoMAEPretrainer.
     """
@@ -204,10 +274,15 @@ def pretrain(train_list, out_dir, architecture=None, epochs=100, batch_size=16, 
                      base_lr=base_lr, warmup_epochs=warmup_epochs, mask_ratio=mask_ratio,
                      num_frames=num_frames, image_size=image_size, sampling_rate=sampling_rate,
                      clip_grad=clip_grad, seed=seed, dtype=dtype,
-                     decoder_mask_ratio=decoder_mask_ratio, model=model_kwargs)
+                     decoder_mask_ratio=decoder_mask_ratio, accumulate=accumulate,
+                     model=model_kwargs)
+    process, processes = _join(coordinator, num_processes, process_id, distribution,
+                               distributed, batch_size)
+    writer, progress = process == 0, progress and process == 0
+    scope = _scope(distribution, distributed, mesh, batch_size)  # checked before any write
     state = _open(out_dir, "pretrain", arguments,
                   {"train_list": run_folder.fingerprint(train_list)}, "pretrained.keras",
-                  overwrite)
+                  overwrite, writer=writer)
     if state.action in ("finished", "evaluate"):
         _say(f"{out_dir} is a finished pretrain run ({final}); nothing to do")
         model = load_keras_model(final)
@@ -216,10 +291,10 @@ def pretrain(train_list, out_dir, architecture=None, epochs=100, batch_size=16, 
     samples = _checked(train_list, state, "train_list", progress, workers, check_videos)
     keras.utils.set_random_seed(seed)
     os.makedirs(out_dir, exist_ok=True)
-    scope = data_parallel() if distributed else contextlib.nullcontext()
     with scope:
         kwargs = dict(num_frames=num_frames, image_size=image_size, mask_ratio=mask_ratio,
-                      decoder_mask_ratio=decoder_mask_ratio, dtype=dtype, **model_kwargs)
+                      decoder_mask_ratio=decoder_mask_ratio, dtype=dtype, remat=remat,
+                      **model_kwargs)
         if architecture == "tiny":
             model = VideoMAEPretrainer(**TINY_ENCODER, **TINY_DECODER, **kwargs)
         elif architecture:
@@ -232,30 +307,32 @@ def pretrain(train_list, out_dir, architecture=None, epochs=100, batch_size=16, 
             mask_generator=TubeMaskingGenerator(model.grid, mask_ratio),
             decoder_mask_generator=(RunningCellMaskingGenerator(model.grid, decoder_mask_ratio)
                                     if decoder_mask_ratio else None),
-            workers=workers, use_multiprocessing=False,
+            workers=workers, use_multiprocessing=False, share=(process, processes),
         )
-        steps = epochs * len(data)
-        warmup = None if warmup_epochs is None else warmup_epochs * len(data)
-        model.compile(optimizer=pretraining_optimizer(steps, batch_size, base_lr, warmup,
-                                                      clip_grad=clip_grad), jit_compile=_jit())
-        run_folder.write_record(state)
-        history, _ = _fit(model, data, out_dir, epochs, progress, callbacks)
-    path = _save(model, final)
+        steps, warmup = _updates(epochs, warmup_epochs, len(data), accumulate)
+        model.compile(optimizer=pretraining_optimizer(
+            steps, batch_size * accumulate, base_lr, warmup, clip_grad=clip_grad,
+            accumulate=accumulate), jit_compile=_jit())
+        if writer:
+            run_folder.write_record(state)
+        history, _ = _fit(model, data, out_dir, epochs, progress, callbacks, writer)
+    path = _save(model, final, writer=writer)
     losses = history.history.get("loss", [])
-    _finish(state, out_dir, {
-        "final_loss": losses[-1] if losses else _last_logged(out_dir, "loss"),
-        "model": path, "parameters": model.count_params(),
-    })
+    if writer:
+        _finish(state, out_dir, {
+            "final_loss": losses[-1] if losses else _last_logged(out_dir, "loss"),
+            "model": path, "parameters": model.count_params(),
+        })
     model.run_state = state
     return model
 
 
 def classifier_from_pretrained(pretrained, num_classes, drop_path_rate=0.1, head_dropout=0.0,
-                               dtype=None, class_names=None):
+                               dtype=None, class_names=None, remat=False):
     """A classifier whose encoder starts from a pretraining model (a `.keras` file, any
     `from_pretrained` source, or a model); fc_norm and the head start fresh, the head scaled
-    by 0.001, as the official fine-tuning does; `class_names` are stored in the model.
-    Returns (classifier, transferred count)."""
+    by 0.001, as the official fine-tuning does; `class_names` are stored in the model;
+    `remat` as in `finetune`. Returns (classifier, transferred count)."""
     from videomae_keras.convert import from_pretrained
     from videomae_keras.models import VideoMAEClassifier
 
@@ -268,7 +345,7 @@ def classifier_from_pretrained(pretrained, num_classes, drop_path_rate=0.1, head
     model = VideoMAEClassifier(num_classes=num_classes, drop_path_rate=drop_path_rate,
                                head_dropout_rate=head_dropout,
                                fc_norm_epsilon=config.get("layer_norm_epsilon", 1e-6),
-                               class_names=class_names, dtype=dtype, **kwargs)
+                               class_names=class_names, dtype=dtype, remat=remat, **kwargs)
     weights = {v.path: v for v in source.encoder.weights}
     transferred = 0
     for variable in model.encoder.weights:
@@ -349,7 +426,9 @@ def finetune(train_list, out_dir, pretrained, num_classes=None, val_list=None, e
              drop_path_rate=0.1, label_smoothing=0.1, flip=True, scale=(0.08, 1.0),
              sampling_rate=4, clip_grad=None, workers=2, seed=0, dtype=None, progress=True,
              mixup=0.0, cutmix=0.0, distributed=False, callbacks=None, test_views=None,
-             labels=None, overwrite=False, check_videos=True):
+             labels=None, overwrite=False, check_videos=True, distribution=None, mesh=None,
+             accumulate=1, remat=False, coordinator=None, num_processes=None,
+             process_id=None):
     """Supervised fine-tuning of a pretrained encoder on an annotation list.
 
     Returns (classifier, {"val_top1": ...}). The clip size comes from the pretrained model.
@@ -360,8 +439,10 @@ def finetune(train_list, out_dir, pretrained, num_classes=None, val_list=None, e
     EvaluationError with the model kept (a rerun of the command evaluates again).
     `mixup` / `cutmix` are the Beta alphas of `VideoMixup` (official 0.8 / 1.0; 0 = off).
     `labels`: class names (a file, one per line, or a list), stored in the model; a train
-    list whose labels are names gives them too. `overwrite` and `check_videos` as in
-    `pretrain`.
+    list whose labels are names gives them too. `overwrite`, `check_videos`,
+    `distribution`, `mesh`, `accumulate`, `remat`, `coordinator`, `num_processes` and
+    `process_id` as in `pretrain`; in a multi-process run process 0 evaluates the saved model
+    on its own devices.
     """
     from videomae_keras.convert.loading import load_keras_model
 
@@ -374,12 +455,16 @@ def finetune(train_list, out_dir, pretrained, num_classes=None, val_list=None, e
                      warmup_epochs=warmup_epochs, drop_path_rate=drop_path_rate,
                      label_smoothing=label_smoothing, flip=flip, scale=scale,
                      sampling_rate=sampling_rate, clip_grad=clip_grad, seed=seed, dtype=dtype,
-                     mixup=mixup, cutmix=cutmix)
+                     mixup=mixup, cutmix=cutmix, accumulate=accumulate)
     evaluation = {"val_list": run_folder.fingerprint(val_list) if val_list else None,
                   "test_views": "%dx%d" % parse_views(test_views) if test_views else None}
+    process, processes = _join(coordinator, num_processes, process_id, distribution,
+                               distributed, batch_size)
+    writer, progress = process == 0, progress and process == 0
+    scope = _scope(distribution, distributed, mesh, batch_size)  # checked before any write
     state = _open(out_dir, "finetune", arguments,
                   {"train_list": run_folder.fingerprint(train_list), "pretrained": source},
-                  "finetuned.keras", overwrite, evaluation)
+                  "finetuned.keras", overwrite, evaluation, writer=writer)
     if state.action == "finished":
         _say(f"{out_dir} is a finished finetune run ({final}); nothing to do")
         model = load_keras_model(final)
@@ -401,31 +486,38 @@ def finetune(train_list, out_dir, pretrained, num_classes=None, val_list=None, e
                        num_classes=num_classes, class_names=class_names)
     keras.utils.set_random_seed(seed)
     os.makedirs(out_dir, exist_ok=True)
-    scope = data_parallel() if distributed else contextlib.nullcontext()
     with scope:
         model, transferred = classifier_from_pretrained(pretrained, num_classes, drop_path_rate,
-                                                        dtype=dtype, class_names=class_names)
+                                                        dtype=dtype, class_names=class_names,
+                                                        remat=remat)
         frames, height = model.inputs[0].shape[1], model.inputs[0].shape[2]
         mixer = None
         if mixup > 0 or cutmix > 0:
             mixer = VideoMixup(num_classes, mixup, cutmix, label_smoothing=label_smoothing)
         data = VideoClipDataset(samples, "train", frames, height, batch_size,
                                 sampling_rate=sampling_rate, flip=flip, scale=scale, seed=seed,
-                                workers=workers, use_multiprocessing=False, mixup=mixer)
-        steps = epochs * len(data)
-        warmup = None if warmup_epochs is None else warmup_epochs * len(data)
-        optimizer = finetuning_optimizer(model, steps, batch_size, base_lr, layer_decay, warmup,
-                                         clip_grad=clip_grad)
+                                workers=workers, use_multiprocessing=False, mixup=mixer,
+                                share=(process, processes))
+        steps, warmup = _updates(epochs, warmup_epochs, len(data), accumulate)
+        optimizer = finetuning_optimizer(model, steps, batch_size * accumulate, base_lr,
+                                         layer_decay, warmup, clip_grad=clip_grad,
+                                         accumulate=accumulate)
         model.compile(optimizer=optimizer, loss=SmoothedCrossentropy(num_classes, label_smoothing),
                       metrics=None if mixer else ["sparse_categorical_accuracy"],
                       jit_compile=_jit())
-        run_folder.write_record(state)
-        history, _ = _fit(model, data, out_dir, epochs, progress, callbacks)
-    path = _save(model, final)  # before any evaluation: training is never lost to it
+        if writer:
+            run_folder.write_record(state)
+        history, _ = _fit(model, data, out_dir, epochs, progress, callbacks, writer)
+    path = _save(model, final, writer=writer)  # before any evaluation: never lost to it
     losses = history.history.get("loss", [])
     state.record.update(model=path, train_loss=losses[-1] if losses else _last_logged(
         out_dir, "loss"), encoder_tensors_transferred=transferred)
+    if not writer:
+        model.run_state = state
+        return model, {}
     _finish(state, out_dir, {})
+    if processes > 1:  # the trained weights are spread over the hosts: evaluate the file
+        model = load_keras_model(final)
     results = _evaluate_saved(model, state, val, val_list, frames, height, sampling_rate,
                               batch_size, workers, test_views)
     model.run_state = state

@@ -13,10 +13,12 @@ run:
 
 import dataclasses
 import datetime
+import hashlib
 import json
 import os
 import shutil
 
+from videomae_keras import storage
 from videomae_keras.atomic import atomic_output, file_sha256
 
 RECORD = "run.json"
@@ -47,6 +49,11 @@ def fingerprint(path):
     """{"path", "sha256"} of an input file (a list or a model file), or the name as given
     for things that are not files (a registered checkpoint name)."""
     path = os.fspath(path)
+    if storage.is_url(path):  # a list in a bucket
+        if not storage.isfile(path):
+            return {"path": path}
+        with storage.open_binary(path) as f:
+            return {"path": path, "sha256": hashlib.sha256(f.read()).hexdigest()}
     if not os.path.isfile(path):
         return {"path": path}
     return {"path": os.path.abspath(path), "sha256": file_sha256(path)}
@@ -58,11 +65,13 @@ def _plain(value):
 
 
 def open_run(folder, command, arguments, inputs, model_file, overwrite=False,
-             evaluation=None, report=None):
+             evaluation=None, report=None, remove=True):
     """Decides what `command` with `arguments` and `inputs` ({name: fingerprint}) does in
     `folder`; raises RunFolderError when it would overwrite another run. `evaluation`
     ({name: value}) are the arguments that only change the final evaluation (a validation
-    list): a finished run whose evaluation failed or differs is evaluated again only."""
+    list): a finished run whose evaluation failed or differs is evaluated again only.
+    `remove=False` (the other processes of a multi-process run) decides as with `overwrite`
+    but leaves the removing to the writer."""
     record = {
         "command": command,
         "status": "running",
@@ -74,7 +83,7 @@ def open_run(folder, command, arguments, inputs, model_file, overwrite=False,
     model = os.path.join(folder, model_file)
     existing = _read(os.path.join(folder, RECORD))
     if overwrite:
-        removed = remove_run(folder, model_file)
+        removed = remove_run(folder, model_file) if remove else []
         note = f"--overwrite: removed the previous run ({', '.join(removed)})" if removed else ""
         return RunState("start", record, folder, note)
     if existing is None:

@@ -10,6 +10,8 @@ import os
 
 import numpy as np
 
+from videomae_keras import storage
+
 BACKENDS = ("decord", "pyav", "opencv")
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
 # Gaps longer than this are skipped by seeking instead of decoding through them (OpenCV).
@@ -101,7 +103,8 @@ class VideoReader:
     """An open video: `len(reader)`, `fps`, `height`, `width`, and `read(indices)`.
 
     `backend` is "auto" (decord, then PyAV, then OpenCV: the first that opens the file),
-    or one of those names. Frame indices count decoded frames in presentation order, as
+    or one of those names. `path` may be an fsspec URL (gs://, s3://, http://,
+    memory://...): PyAV then reads it as a stream, fetching only the bytes it decodes. Frame indices count decoded frames in presentation order, as
     decord and the official loaders do. Use as a context manager, or call `close()`.
     """
 
@@ -109,6 +112,8 @@ class VideoReader:
         self.path = os.fspath(path)
         _check_file(self.path)
         names = available_backends() if backend == "auto" else [backend]
+        if storage.is_url(self.path):
+            names = _url_backends(self.path, backend)
         if backend != "auto" and backend not in BACKENDS:
             raise ValueError(f"Unknown video backend {backend!r}; choose auto or one of {BACKENDS}.")
         if backend != "auto" and backend not in available_backends():
@@ -268,12 +273,58 @@ def probe_video(path, open_video=True):
     VideoReader(path).close()
 
 
-def _pyav_open_error(path):
-    """Why FFmpeg (through PyAV) cannot open the container at `path`, or None if it can."""
+def _url_backends(url, backend):
+    """The decoders that read from a file object: PyAV only."""
+    if backend not in ("auto", "pyav"):
+        raise ValueError(f"{url}: the {backend} backend reads local files only; use "
+                         "backend='pyav' (or 'auto') for URLs.")
+    if "pyav" not in available_backends():
+        raise ImportError(f"{url}: reading videos from URLs needs PyAV (pip install av).")
+    return ["pyav"]
+
+
+def _av_open(path):
+    """av.open on a local path, or on a streaming file object for a URL (closed with the
+    container)."""
     import av
 
+    if not storage.is_url(path):
+        return av.open(path)
+    source = storage.open_binary(path)
     try:
-        with av.open(path) as container:
+        container = av.open(source)
+    except BaseException:
+        source.close()
+        raise
+    close = container.close
+
+    def close_both():
+        close()
+        source.close()
+
+    return _Closing(container, close_both)
+
+
+class _Closing:
+    """A PyAV container whose close (and `with` exit) also closes its file object."""
+
+    def __init__(self, container, close):
+        self._container, self.close = container, close
+
+    def __getattr__(self, name):
+        return getattr(self._container, name)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def _pyav_open_error(path):
+    """Why FFmpeg (through PyAV) cannot open the container at `path`, or None if it can."""
+    try:
+        with _av_open(path) as container:
             if not container.streams.video:
                 return "the file has no video stream"
     except Exception as e:
@@ -313,13 +364,24 @@ def _clean(error):
 
 
 def _check_file(path):
-    if not os.path.exists(path):
+    if storage.is_url(path):
+        try:
+            found = storage.info(path)
+        except FileNotFoundError:
+            raise VideoError(f"{path}: no such file.") from None
+        except (OSError, ValueError) as e:
+            raise VideoError(f"{path}: cannot be reached ({_clean(e)}).") from None
+        if found["type"] == "directory":
+            raise VideoError(f"{path}: is a folder, not a video file.")
+        if found["size"] == 0:
+            raise VideoError(f"{path}: the file is empty.")
+    elif not os.path.exists(path):
         raise VideoError(f"{path}: no such file.")
-    if os.path.isdir(path):
+    elif os.path.isdir(path):
         raise VideoError(f"{path}: is a folder, not a video file.")
-    if not os.access(path, os.R_OK):
+    elif not os.access(path, os.R_OK):
         raise VideoError(f"{path}: permission denied.")
-    if os.path.getsize(path) == 0:
+    elif os.path.getsize(path) == 0:
         raise VideoError(f"{path}: the file is empty.")
     if path.lower().endswith(IMAGE_EXTENSIONS):
         raise VideoError(f"{path}: is an image, not a video; give a video file.")
@@ -347,10 +409,8 @@ class _Decord:
 
 class _PyAV:
     def __init__(self, path):
-        import av
-
         try:
-            self.container = av.open(path)
+            self.container = _av_open(path)
         except Exception as e:
             raise VideoError(_clean(e))
         if not self.container.streams.video:
@@ -368,11 +428,9 @@ class _PyAV:
 
     def _count_packets(self):
         """Frames by demuxing (no decoding) when the header has no count (webm, mkv)."""
-        import av
-
         count = 0
         try:
-            with av.open(self.path) as container:
+            with _av_open(self.path) as container:
                 for packet in container.demux(container.streams.video[0]):
                     if packet.size:
                         count += 1
