@@ -22,6 +22,7 @@ plans are upper bounds (MIXED_PRECISION_NOTE).
 import json
 import math
 import os
+import resource
 import subprocess
 import sys
 
@@ -81,7 +82,11 @@ def plan(architecture, devices=8, distribution="fsdp", mesh=None, batch_size=Non
                 others.append(line.strip())
         output = child.stdout.read().strip().splitlines()
     if child.returncode != 0 or not output:
-        raise RuntimeError("the plan's compile failed: " + (others[-1] if others else
+        if child.returncode in (-9, 137):
+            raise RuntimeError("the plan's compile was killed (signal 9), most likely out of "
+                               "host memory: close other programs or plan on a larger host")
+        errors = [line for line in others if not line.startswith(("I0000", "W0000", "WARNING"))]
+        raise RuntimeError("the plan's compile failed: " + (errors[-1] if errors else
                                                             f"exit status {child.returncode}"))
     result = json.loads(output[-1])
     if "error" in result:
@@ -165,7 +170,8 @@ def _build(arguments, pretraining):
         kwargs["mask_ratio"] = arguments["mask_ratio"]
     else:
         kwargs.update(num_classes=arguments["num_classes"], drop_path_rate=0.1)
-    with keras.StatelessScope():  # variables get shapes and layouts, no values
+    # variables get shapes and layouts, no values (on exit the scope would initialise them)
+    with keras.StatelessScope(initialize_variables=False):
         if name.lower().startswith("tiny"):
             model = (VideoMAEPretrainer(**TINY_ENCODER, **TINY_DECODER, **kwargs) if pretraining
                      else VideoMAEClassifier(**TINY_ENCODER, **kwargs))
@@ -181,7 +187,7 @@ def _build(arguments, pretraining):
         optimizer = finetuning_optimizer(model, 1000, batch, accumulate=arguments["accumulate"])
         model.compile(optimizer=optimizer,
                       loss=SmoothedCrossentropy(arguments["num_classes"], 0.1))
-    with keras.StatelessScope():
+    with keras.StatelessScope(initialize_variables=False):
         optimizer.build(model.trainable_variables)
     return model
 
@@ -269,6 +275,7 @@ def run_plan(arguments):
         "max_batch_per_replica": fits,
         "chips_gib": CHIPS,
         "backend": "XLA CPU, " + keras.backend.backend(),
+        "host_peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
     }
 
 

@@ -1,0 +1,88 @@
+"""The README's memory table: `videomae_keras.plan` for every size, fine-tuning and
+pretraining, data parallel against fully sharded, remat off and on, at 16x224 on 8 devices.
+
+    python bench/memory_plan.py [--sizes S16 B16 ...] [--modes data fsdp fsdp-remat ...]
+
+Each plan compiles the real training step twice (batch of one clip per replica, and two) on
+8 virtual CPU devices; nothing is allocated. Results go to bench/results/memory_plan.json
+(merged with what is there, so the table can be built in parts) and the table is printed.
+"""
+
+import argparse
+import json
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from videomae_keras.plan import CHIPS, GiB, plan  # noqa: E402
+
+RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results",
+                       "memory_plan.json")
+SIZES = ("S16", "B16", "L16", "H16", "g14")
+MODES = {  # name: (distribution, remat, mixed precision)
+    "data": ("data", False, False),
+    "fsdp": ("fsdp", False, False),
+    "fsdp-remat": ("fsdp", True, False),
+    "fsdp-remat-bf16": ("fsdp", True, True),
+}
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", nargs="+", default=list(SIZES))
+    parser.add_argument("--tasks", nargs="+", default=["FT", "PT"])
+    parser.add_argument("--modes", nargs="+", default=list(MODES), choices=list(MODES))
+    parser.add_argument("--devices", type=int, default=8)
+    args = parser.parse_args()
+    results = {}
+    if os.path.exists(RESULTS):
+        with open(RESULTS, encoding="utf-8") as f:
+            results = json.load(f)
+    for task in args.tasks:
+        for size in args.sizes:
+            for mode in args.modes:
+                distribution, remat, mixed = MODES[mode]
+                key = f"{size}{task} {mode}"
+                start = time.perf_counter()
+                result = plan(f"{size}{task}", devices=args.devices, distribution=distribution,
+                              remat=remat, mixed_precision=mixed, progress=False)
+                result["seconds"] = round(time.perf_counter() - start, 1)
+                results[key] = result
+                print(f"{key}: {row(result)}  ({result['seconds']} s)", flush=True)
+                os.makedirs(os.path.dirname(RESULTS), exist_ok=True)
+                with open(RESULTS, "w", encoding="utf-8") as f:
+                    json.dump(results, f, indent=1, sort_keys=True)
+    print("\n".join(table(results)))
+
+
+def row(result):
+    memory = result["per_device_bytes"]
+    fits = result["max_batch_per_replica"]
+    return (f"state {memory['model_state'] / GiB:.2f} GiB, total {memory['total'] / GiB:.2f} "
+            f"GiB at 1 clip, +{result['per_clip_bytes'] / GiB:.2f} GiB per clip; fits " +
+            ", ".join(f"{chip} {fits[chip]}" for chip in CHIPS))
+
+
+def table(results):
+    """Markdown: one row per model and mode."""
+    lines = ["| model | mode | weights + optimizer / device | total at 1 clip / device | "
+             "per extra clip | " + " | ".join(f"{c} ({s} GiB)" for c, s in CHIPS.items()) +
+             " |", "|---|---|---|---|---|" + "---|" * len(CHIPS)]
+    order = {name: i for i, name in enumerate(MODES)}
+    for key in sorted(results, key=lambda k: (k.split()[0][-2:], SIZES.index(k.split()[0][:-2])
+                                              if k.split()[0][:-2] in SIZES else 9,
+                                              order.get(k.split()[1], 9))):
+        result = results[key]
+        memory = result["per_device_bytes"]
+        fits = result["max_batch_per_replica"]
+        lines.append(
+            f"| {key.split()[0]} | {key.split()[1]} | {memory['model_state'] / GiB:.2f} GiB | "
+            f"{memory['total'] / GiB:.2f} GiB | {result['per_clip_bytes'] / GiB:.2f} GiB | "
+            + " | ".join(str(fits[c]) for c in CHIPS) + " |")
+    return lines
+
+
+if __name__ == "__main__":
+    main()
