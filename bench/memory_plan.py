@@ -2,6 +2,7 @@
 pretraining, data parallel against fully sharded, remat off and on, at 16x224 on 8 devices.
 
     python bench/memory_plan.py [--sizes S16 B16 ...] [--modes data fsdp fsdp-remat ...]
+    python bench/memory_plan.py --readme      # only rewrite README.md's table from the JSON
 
 Each plan compiles the real training step twice (batch of one clip per replica, and two) on
 8 virtual CPU devices; nothing is allocated. Results go to bench/results/memory_plan.json
@@ -20,6 +21,8 @@ from videomae_keras.plan import CHIPS, GiB, plan  # noqa: E402
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results",
                        "memory_plan.json")
+README = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "README.md")
+BEGIN, END = "<!-- memory-plan:begin -->", "<!-- memory-plan:end -->"
 SIZES = ("S16", "B16", "L16", "H16", "g14")
 MODES = {  # name: (distribution, remat, mixed precision)
     "data": ("data", False, False),
@@ -35,11 +38,16 @@ def main():
     parser.add_argument("--tasks", nargs="+", default=["FT", "PT"])
     parser.add_argument("--modes", nargs="+", default=list(MODES), choices=list(MODES))
     parser.add_argument("--devices", type=int, default=8)
+    parser.add_argument("--readme", action="store_true",
+                        help="only rewrite README.md's table from the results file")
     args = parser.parse_args()
     results = {}
     if os.path.exists(RESULTS):
         with open(RESULTS, encoding="utf-8") as f:
             results = json.load(f)
+    if args.readme:
+        write_readme(table(results))
+        return
     for task in args.tasks:
         for size in args.sizes:
             for mode in args.modes:
@@ -49,12 +57,36 @@ def main():
                 result = plan(f"{size}{task}", devices=args.devices, distribution=distribution,
                               remat=remat, mixed_precision=mixed, progress=False)
                 result["seconds"] = round(time.perf_counter() - start, 1)
-                results[key] = result
                 print(f"{key}: {row(result)}  ({result['seconds']} s)", flush=True)
-                os.makedirs(os.path.dirname(RESULTS), exist_ok=True)
-                with open(RESULTS, "w", encoding="utf-8") as f:
-                    json.dump(results, f, indent=1, sort_keys=True)
+                results = _merged(key, result)
     print("\n".join(table(results)))
+    write_readme(table(results))
+
+
+def _merged(key, result):
+    """The results file with `key` set, read again first (another run may have added rows)."""
+    results = {}
+    if os.path.exists(RESULTS):
+        with open(RESULTS, encoding="utf-8") as f:
+            results = json.load(f)
+    results[key] = result
+    os.makedirs(os.path.dirname(RESULTS), exist_ok=True)
+    with open(RESULTS + ".tmp", "w", encoding="utf-8") as f:
+        json.dump(results, f, indent=1, sort_keys=True)
+    os.replace(RESULTS + ".tmp", RESULTS)
+    return results
+
+
+def write_readme(lines):
+    """Puts the table between README.md's memory-plan markers."""
+    with open(README, encoding="utf-8") as f:
+        text = f.read()
+    if BEGIN not in text or END not in text:
+        raise SystemExit(f"README.md has no {BEGIN} ... {END} block to update.")
+    head, rest = text.split(BEGIN, 1)
+    _, tail = rest.split(END, 1)
+    with open(README, "w", encoding="utf-8") as f:
+        f.write(head + BEGIN + "\n" + "\n".join(lines) + "\n" + END + tail)
 
 
 def row(result):

@@ -307,7 +307,8 @@ def format_plan(result):
         f"  of which weights and optimizer state {gib(memory['model_state']).strip()}, one more "
         f"clip per replica {gib(result['per_clip_bytes']).strip()}",
         "largest batch per replica that fits (global = x "
-        f"{result['replicas']}):",
+        f"{result['replicas']}; linear from this batch and one more clip per replica: "
+        "confirm far larger ones with --batch-size):",
     ]
     for chip, size in result["chips_gib"].items():
         fits = result["max_batch_per_replica"][chip]
