@@ -138,3 +138,19 @@ def add_ratios(rows, key="seconds", reference="transformers", reference_case=Non
         if ref and row.get(key):
             row["ratio"] = row[key] / ref
     return rows
+
+
+def replace_readme_block(begin, end, text):
+    """Replaces what lies between the `begin` and `end` markers of README.md with `text`
+    (atomically); SystemExit when the README has no such block."""
+    path = os.path.join(ROOT, "README.md")
+    with open(path, encoding="utf-8") as f:
+        readme = f.read()
+    if begin not in readme or end not in readme:
+        raise SystemExit(f"README.md has no {begin} ... {end} block to update.")
+    head, rest = readme.split(begin, 1)
+    _, tail = rest.split(end, 1)
+    temp = path + ".tmp"
+    with open(temp, "w", encoding="utf-8") as f:
+        f.write(head + begin + "\n" + text + end + tail)
+    os.replace(temp, path)

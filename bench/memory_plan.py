@@ -17,11 +17,14 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import _common  # noqa: E402
+
 from videomae_keras.plan import CHIPS, GiB, plan  # noqa: E402
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results",
                        "memory_plan.json")
-README = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "README.md")
 BEGIN, END = "<!-- memory-plan:begin -->", "<!-- memory-plan:end -->"
 SIZES = ("S16", "B16", "L16", "H16", "g14")
 MODES = {  # name: (distribution, remat, mixed precision)
@@ -79,14 +82,7 @@ def _merged(key, result):
 
 def write_readme(lines):
     """Puts the table between README.md's memory-plan markers."""
-    with open(README, encoding="utf-8") as f:
-        text = f.read()
-    if BEGIN not in text or END not in text:
-        raise SystemExit(f"README.md has no {BEGIN} ... {END} block to update.")
-    head, rest = text.split(BEGIN, 1)
-    _, tail = rest.split(END, 1)
-    with open(README, "w", encoding="utf-8") as f:
-        f.write(head + BEGIN + "\n" + "\n".join(lines) + "\n" + END + tail)
+    _common.replace_readme_block(BEGIN, END, "\n".join(lines) + "\n")
 
 
 def row(result):

@@ -61,17 +61,7 @@ def summary(speed_payload, quantize_payload, preprocess_payload, dispatch_payloa
 
 def update_readme(text):
     """Replaces the README's benchmark block (between the bench markers)."""
-    path = os.path.join(_common.ROOT, "README.md")
-    with open(path, encoding="utf-8") as f:
-        readme = f.read()
-    if BEGIN not in readme or END not in readme:
-        raise SystemExit(f"README.md has no {BEGIN} ... {END} block to update.")
-    head, rest = readme.split(BEGIN, 1)
-    _, tail = rest.split(END, 1)
-    temp = path + ".tmp"
-    with open(temp, "w", encoding="utf-8") as f:
-        f.write(head + BEGIN + "\n" + text + END + tail)
-    os.replace(temp, path)
+    _common.replace_readme_block(BEGIN, END, text)
 
 
 def main():
