@@ -45,3 +45,15 @@ def parse_mesh(text, devices=None):
             f"{devices}. Choose a mesh whose sizes multiply to {devices}."
         )
     return shape
+
+
+def batch_ways(distribution, mesh, devices):
+    """Into how many parts a distribution splits each batch over `devices`: 1 on one device,
+    all of them for "data" (and "fsdp" without a mesh), the mesh's batch axis for "fsdp"."""
+    if distribution in (None, "none", "single"):
+        return 1
+    if distribution == "fsdp" and mesh:
+        if isinstance(mesh, str):
+            return parse_mesh(mesh, devices)[0]
+        return mesh[0] or devices // mesh[1]
+    return devices

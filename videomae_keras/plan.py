@@ -122,11 +122,9 @@ def _check(arguments):
 
 def _batch_ways(arguments):
     """Replicas the batch is split over: the batch axis of the mesh."""
-    from videomae_keras.options import parse_mesh
+    from videomae_keras.options import batch_ways
 
-    if arguments["distribution"] == "fsdp" and arguments["mesh"]:
-        return parse_mesh(arguments["mesh"], arguments["devices"])[0]
-    return arguments["devices"] if arguments["distribution"] else 1
+    return batch_ways(arguments["distribution"], arguments["mesh"], arguments["devices"])
 
 
 _PREFIX = "videomae-keras plan: "

@@ -17,6 +17,7 @@ import contextlib
 
 import keras
 
+from videomae_keras import options
 from videomae_keras.options import DISTRIBUTIONS, parse_mesh  # noqa: F401 (re-exported)
 
 
@@ -113,18 +114,12 @@ def fully_sharded(mesh=(None, 1), devices=None):
 
 
 def batch_ways(distribution=None, mesh=None):
-    """Into how many parts each batch is split: 1 on one device, the local device count for
-    "data", the mesh's batch axis for "fsdp"."""
+    """Into how many parts each batch is split here (see `options.batch_ways`)."""
     if distribution in (None, "none", "single"):
         return 1
     devices = len(keras.distribution.list_devices()) if keras.backend.backend() == "jax" \
         else len(local_devices())
-    if distribution == "fsdp":
-        if not mesh:
-            return devices
-        return parse_mesh(mesh, devices)[0] if isinstance(mesh, str) else \
-            (mesh[0] or devices // mesh[1])
-    return devices
+    return options.batch_ways(distribution, mesh, devices)
 
 
 def check_batch_size(batch_size, distribution=None, mesh=None):
