@@ -89,14 +89,13 @@ class SyncDataEpoch(keras.callbacks.Callback):
 def _callbacks(out_dir, data, extra=None, writer=True):
     """The run's callbacks; in a multi-process run only the writer (process 0) logs, and
     every process takes part in gathering each backup, which the writer saves."""
-    callbacks = [
-        SyncDataEpoch(data),
-        StopOnNonFiniteLoss(),
-        backup.EpochBackup(os.path.join(out_dir, "backup"), writer=writer),
-    ]
-    if writer:
+    callbacks = [SyncDataEpoch(data), StopOnNonFiniteLoss()]
+    if writer:  # the log row before the backup: a kill between them repeats the row, which
+        # the resumed run trims (trim_log), where the other order would lose it
         callbacks.append(keras.callbacks.CSVLogger(os.path.join(out_dir, "log.csv"),
                                                    append=True))
+    callbacks.append(backup.EpochBackup(os.path.join(out_dir, "backup"), writer=writer))
+    if writer:
         try:
             import tensorboard  # noqa: F401
 
