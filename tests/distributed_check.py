@@ -39,7 +39,7 @@ def run(distributed):
     keras.utils.set_random_seed(0)
     scope = data_parallel() if distributed else contextlib.nullcontext()
     with scope:
-        model = VideoMAEPretrainer(num_frames=4, image_size=32, patch_size=16, hidden_dim=32,
+        model = VideoMAEPretrainer.from_arguments(num_frames=4, image_size=32, patch_size=16, hidden_dim=32,
                                    depth=1, num_heads=2, mlp_dim=48, decoder_hidden_dim=16,
                                    decoder_depth=1, decoder_num_heads=2, decoder_mlp_dim=24,
                                    mask_ratio=0.5)

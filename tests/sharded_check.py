@@ -29,9 +29,9 @@ ENCODER = dict(num_frames=4, image_size=32, patch_size=16, hidden_dim=32, depth=
 
 def build(kind):
     if kind == "pretrainer":
-        return VideoMAEPretrainer(**ENCODER, decoder_hidden_dim=16, decoder_depth=1,
+        return VideoMAEPretrainer.from_arguments(**ENCODER, decoder_hidden_dim=16, decoder_depth=1,
                                   decoder_num_heads=2, decoder_mlp_dim=24, mask_ratio=0.5)
-    return VideoMAEClassifier(**ENCODER, num_classes=12)
+    return VideoMAEClassifier.from_arguments(**ENCODER, num_classes=12)
 
 
 def train(kind, start, mesh=None):

@@ -115,8 +115,8 @@ def test_matches_official_v2_forward_and_loss(decoder_ratio, norm_pix_loss, tmp_
 
 
 def test_decoding_exactly_the_masked_tokens_is_videomae_v1():
-    plain = vk.VideoMAEPretrainer(mask_ratio=0.5, **TINY)
-    dual = vk.VideoMAEPretrainer(mask_ratio=0.5, decoder_mask_ratio=0.5, **TINY)
+    plain = vk.VideoMAEPretrainer.from_arguments(mask_ratio=0.5, **TINY)
+    dual = vk.VideoMAEPretrainer.from_arguments(mask_ratio=0.5, decoder_mask_ratio=0.5, **TINY)
     dual.set_weights(plain.get_weights())  # the same weights: dual masking adds none
     assert dual.num_masked == dual.num_decoded == 16
     video, mask = _video(2), _masks(2)
@@ -132,14 +132,14 @@ def test_decoding_exactly_the_masked_tokens_is_videomae_v1():
 
 
 def test_ratio_zero_keeps_the_two_input_model():
-    model = vk.VideoMAEPretrainer(mask_ratio=0.5, **TINY)
+    model = vk.VideoMAEPretrainer.from_arguments(mask_ratio=0.5, **TINY)
     assert model.num_decoded is None and model.get_config()["decoder_mask_ratio"] == 0.0
     assert [t.name for t in model.inputs] == ["video", "bool_masked_pos"]
     assert model.input_names == ["video", "bool_masked_pos"]
 
 
 def test_bad_decoder_masks_are_explained():
-    model = vk.VideoMAEPretrainer(mask_ratio=0.5, decoder_mask_ratio=0.5, **TINY)
+    model = vk.VideoMAEPretrainer.from_arguments(mask_ratio=0.5, decoder_mask_ratio=0.5, **TINY)
     video, mask, decode_mask = _video(2), _masks(2), _decoder_masks(2)
     with pytest.raises(ValueError, match="decoder_mask"):
         model([video, mask])
@@ -149,14 +149,14 @@ def test_bad_decoder_masks_are_explained():
     with pytest.raises(ValueError, match=r"exactly 16 of 32 tokens decoded.*sample 1: 15"):
         model([video, mask, decode_mask])
     with pytest.raises(ValueError, match="even"):
-        vk.VideoMAEPretrainer(decoder_mask_ratio=0.5, **dict(TINY, image_size=24))
+        vk.VideoMAEPretrainer.from_arguments(decoder_mask_ratio=0.5, **dict(TINY, image_size=24))
     with pytest.raises(ValueError, match="0.25 <= mask_ratio < 1"):
-        vk.VideoMAEPretrainer(decoder_mask_ratio=0.2, **TINY)
+        vk.VideoMAEPretrainer.from_arguments(decoder_mask_ratio=0.2, **TINY)
 
 
 @pytest.mark.skipif(BACKEND == "torch", reason="XLA jit: jax and tensorflow")
 def test_wrong_decoder_mask_under_jit_poisons_only_that_sample():
-    model = vk.VideoMAEPretrainer(mask_ratio=0.5, decoder_mask_ratio=0.5, **TINY)
+    model = vk.VideoMAEPretrainer.from_arguments(mask_ratio=0.5, decoder_mask_ratio=0.5, **TINY)
     video, mask, decode_mask = _video(2), _masks(2), _decoder_masks(2)
     good = _np(model([video, mask, decode_mask]))
     decode_mask[0, np.flatnonzero(decode_mask[0])[0]] = False  # 17 decoded instead of 16
@@ -167,7 +167,7 @@ def test_wrong_decoder_mask_under_jit_poisons_only_that_sample():
 
 
 def test_fit_trains_a_dual_masking_pretrainer():
-    model = vk.VideoMAEPretrainer(mask_ratio=0.75, decoder_mask_ratio=0.5, **TINY)
+    model = vk.VideoMAEPretrainer.from_arguments(mask_ratio=0.75, decoder_mask_ratio=0.5, **TINY)
     video = _video(4, seed=1)
     # uint8 0/1 masks, as VideoClipDataset yields them
     mask = _masks(4, 0.75).astype(np.uint8)
@@ -184,7 +184,7 @@ def test_fit_trains_a_dual_masking_pretrainer():
 
 
 def test_config_and_keras_file_round_trip(tmp_path):
-    model = vk.VideoMAEPretrainer(mask_ratio=0.75, decoder_mask_ratio=0.5, **TINY)
+    model = vk.VideoMAEPretrainer.from_arguments(mask_ratio=0.75, decoder_mask_ratio=0.5, **TINY)
     config = model.get_config()
     assert config["decoder_mask_ratio"] == 0.5
     clone = vk.VideoMAEPretrainer.from_config(config)
@@ -227,8 +227,8 @@ def test_clip_data_set_yields_decoder_masks(tmp_path):
 def test_flop_count_decodes_fewer_tokens():
     from videomae_keras import flops
 
-    plain = vk.VideoMAEPretrainer(mask_ratio=0.75, **TINY).get_config()
-    dual = vk.VideoMAEPretrainer(mask_ratio=0.75, decoder_mask_ratio=0.5, **TINY).get_config()
+    plain = vk.VideoMAEPretrainer.from_arguments(mask_ratio=0.75, **TINY).arguments()
+    dual = vk.VideoMAEPretrainer.from_arguments(mask_ratio=0.75, decoder_mask_ratio=0.5, **TINY).arguments()
     assert flops.count(dual)["params"] == flops.count(plain)["params"]
     decoder_flops = flops._block_flops  # the decoder runs on 8 visible + 16 decoded tokens
     dec, mlp, out = TINY["decoder_hidden_dim"], TINY["decoder_mlp_dim"], 3 * 2 * 8 * 8

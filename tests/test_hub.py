@@ -153,6 +153,11 @@ def test_hub_checkpoint_downloads_converts_and_loads_offline(server, tmp_path, m
     assert again.registry_entry["top1"] == 79.0
     longer = vk.from_pretrained("MCG-NJU/videomae-small-finetuned-kinetics", num_frames=8)
     assert longer.video_shape == (8, 224, 224, 3)
+    # presets by registered name go through the same cache
+    backbone = vk.VideoMAEBackbone.from_preset("MCG-NJU/videomae-small-finetuned-kinetics")
+    assert type(backbone) is vk.VideoMAEBackbone and backbone.architecture["num_heads"] == 16
+    classifier = vk.VideoMAEClassifier.from_preset("MCG-NJU/videomae-small-finetuned-kinetics")
+    assert record_parity("logits (from_preset)", classifier(video), expected) <= 1e-5
 
 
 def test_google_drive_checkpoint_through_the_confirmation_page(server, tmp_path, record_parity):

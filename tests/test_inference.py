@@ -77,7 +77,7 @@ def test_short_video_repeats_its_last_frame(tmp_path):
 
 
 def small_classifier(num_classes=400):
-    return VideoMAEClassifier(num_classes=num_classes, **SMALL)
+    return VideoMAEClassifier.from_arguments(num_classes=num_classes, **SMALL)
 
 
 def test_predict_averages_softmax_over_views(lossless_video):
@@ -152,7 +152,7 @@ def test_features_of_backbone_and_pretrainer(lossless_video):
     expected = keras.ops.convert_to_numpy(backbone(views.data))
     np.testing.assert_allclose(features.tokens, expected, atol=1e-5)
     np.testing.assert_allclose(features.pooled, expected.mean(1), atol=1e-5)
-    pretrainer = VideoMAEPretrainer(decoder_hidden_dim=16, decoder_depth=1,
+    pretrainer = VideoMAEPretrainer.from_arguments(decoder_hidden_dim=16, decoder_depth=1,
                                     decoder_num_heads=2, decoder_mlp_dim=24, **SMALL)
     assert extract_features(pretrainer, path).tokens.shape == (1, 32, 32)
 
@@ -171,7 +171,7 @@ def test_optimize_for_inference_keeps_predictions(lossless_video, jit_compile):
 
     path, _ = lossless_video
     keras.utils.set_random_seed(3)
-    model = VideoMAEClassifier(num_classes=7, **SMALL)
+    model = VideoMAEClassifier.from_arguments(num_classes=7, **SMALL)
     # batch 1, as predict_video's one view: one compilation serves both calls
     video = np.random.default_rng(0).standard_normal((1, 4, 32, 32, 3)).astype("float32")
     eager = keras.ops.convert_to_numpy(model(video, training=False))

@@ -60,9 +60,9 @@ def _quantiles(values):
 @pytest.mark.parametrize("pretraining", [False, True], ids=["finetuning", "pretraining"])
 def test_initial_weights_follow_the_official_distributions(pretraining):
     if pretraining:
-        model = vk.VideoMAEPretrainer(**ENCODER, **DECODER)
+        model = vk.VideoMAEPretrainer.from_arguments(**ENCODER, **DECODER)
     else:
-        model = vk.VideoMAEClassifier(num_classes=400, **ENCODER)
+        model = vk.VideoMAEClassifier.from_arguments(num_classes=400, **ENCODER)
     checked = 0
     for path, ours in _weights(model).items():
         official = np.asarray(_official_draw(path, ours.shape, pretraining), np.float64)
@@ -88,8 +88,8 @@ def test_no_two_weights_start_equal(kind):
     from videomae_keras.configs import TINY_DECODER, TINY_ENCODER
 
     args = dict(num_frames=8, image_size=32, **TINY_ENCODER)
-    model = (vk.VideoMAEClassifier(num_classes=4, **args) if kind == "classifier"
-             else vk.VideoMAEPretrainer(**args, **TINY_DECODER))
+    model = (vk.VideoMAEClassifier.from_arguments(num_classes=4, **args) if kind == "classifier"
+             else vk.VideoMAEPretrainer.from_arguments(**args, **TINY_DECODER))
     random_weights = {p: w for p, w in _weights(model).items() if w.std() > 0}
     assert len(random_weights) >= 12
     by_shape = {}
@@ -119,14 +119,14 @@ def test_seeded_initializers_stay_reproducible_and_distinct():
 def test_building_for_loading_draws_nothing_and_keeps_the_real_initializers():
     from videomae_keras.configs import TINY_ENCODER
 
-    model = build_for_loading(vk.VideoMAEClassifier, num_classes=4, num_frames=8,
+    model = build_for_loading(vk.VideoMAEClassifier.from_arguments, num_classes=4, num_frames=8,
                               image_size=32, **TINY_ENCODER)
     assert all(np.isnan(keras.ops.convert_to_numpy(v)).all() for v in model.trainable_weights)
     head = model.get_layer("head")
     assert isinstance(head.kernel_initializer, BoundedTruncatedNormal)
     assert restore_initializers(model) is model
     # the same architecture built normally is finite, and a loaded copy equals its source
-    source = vk.VideoMAEClassifier(num_classes=4, num_frames=8, image_size=32, **TINY_ENCODER)
+    source = vk.VideoMAEClassifier.from_arguments(num_classes=4, num_frames=8, image_size=32, **TINY_ENCODER)
     model.set_weights(source.get_weights())
     video = np.random.default_rng(0).normal(size=(1, 8, 32, 32, 3)).astype("float32")
     np.testing.assert_array_equal(keras.ops.convert_to_numpy(model(video)),

@@ -73,7 +73,7 @@ def test_unknown_width_needs_num_heads(tmp_path):
 
 
 def test_strict_load_lists_every_problem_and_changes_nothing(tmp_path, hf_folder):
-    model = vk.VideoMAEClassifier(
+    model = vk.VideoMAEClassifier.from_arguments(
         num_classes=3, num_frames=4, image_size=32, patch_size=8, hidden_dim=48, depth=3,
         num_heads=4, mlp_dim=37,
     )
@@ -95,7 +95,7 @@ def test_strict_load_lists_every_problem_and_changes_nothing(tmp_path, hf_folder
 
 
 def test_non_strict_load_reports_and_loads_the_rest(hf_folder):
-    model = vk.VideoMAEClassifier(
+    model = vk.VideoMAEClassifier.from_arguments(
         num_classes=3, num_frames=4, image_size=32, patch_size=8, hidden_dim=48, depth=2,
         num_heads=4, mlp_dim=37,
     )
@@ -126,7 +126,7 @@ def test_task_override_builds_a_backbone_from_a_classifier(hf_folder, record_par
 
 def test_overrides_reach_the_model(hf_folder):
     model = vk.from_pretrained(hf_folder, drop_path_rate=0.2, num_frames=8, dtype="float32")
-    assert model.get_config()["drop_path_rate"] == 0.2
+    assert model.arguments()["drop_path_rate"] == 0.2
     assert model.video_shape == (8, 32, 32, 3)
 
 
@@ -229,5 +229,5 @@ def test_malformed_config_values_get_one_sentence_each(hf_folder, tmp_path, key,
 ])
 def test_model_arguments_out_of_range_are_refused_with_a_sentence(kwargs, sentence):
     with pytest.raises(ValueError) as error:
-        vk.VideoMAEClassifier(**kwargs)
+        vk.VideoMAEClassifier.from_arguments(**kwargs)
     assert str(error.value).startswith(sentence) and "\n" not in str(error.value)

@@ -27,6 +27,79 @@ def _np(x):
     return keras.ops.convert_to_numpy(x)
 
 
+# --- backbone and tasks ----------------------------------------------------------------------
+
+def test_tasks_wrap_a_shared_backbone():
+    """`VideoMAEClassifier(pretrainer.backbone)`: the same backbone object and weights, and the
+    classifier computes mean(backbone tokens) -> fc_norm -> head on it."""
+    pretrainer = vk.VideoMAEPretrainer(vk.VideoMAEBackbone(use_final_norm=True, **TINY),
+                                       mask_ratio=0.5, **TINY_DECODER)
+    features = vk.VideoMAEClassifier(pretrainer.backbone, num_classes=0)
+    classifier = vk.VideoMAEClassifier(pretrainer.backbone, num_classes=3)
+    assert classifier.backbone is pretrainer.backbone is features.backbone
+    assert classifier.encoder is pretrainer.encoder
+    video = _video()
+    tokens = _np(pretrainer.backbone(video))
+    fc_norm = features.get_layer("fc_norm")
+    np.testing.assert_allclose(_np(features(video)), _np(fc_norm(tokens.mean(axis=1))),
+                               atol=1e-5)
+    before = _np(features(video))
+    kernel = pretrainer.encoder.blocks[0].mlp.fc1.kernel  # a pretrainer weight moves ...
+    kernel.assign(_np(kernel) + RNG.normal(0, 0.5, kernel.shape).astype("float32"))
+    assert np.abs(_np(features(video)) - before).max() > 1e-2  # ... the classifier's
+    assert len(classifier.weights) == len(pretrainer.backbone.weights) + 4  # fc_norm, head
+
+
+def test_task_config_holds_its_backbone_and_round_trips(tmp_path):
+    classifier = vk.VideoMAEClassifier(vk.VideoMAEBackbone(**TINY), num_classes=5,
+                                       class_names=list("abcde"))
+    config = classifier.get_config()
+    assert config["backbone"]["class_name"] == "VideoMAEBackbone"
+    assert config["backbone"]["config"]["hidden_dim"] == TINY["hidden_dim"]
+    assert "hidden_dim" not in config  # the backbone's arguments live in the backbone
+    clone = vk.VideoMAEClassifier.from_config(config)
+    assert type(clone.backbone) is vk.VideoMAEBackbone and clone.get_config() == config
+    path = str(tmp_path / "c.keras")
+    classifier.save(path)
+    restored = keras.saving.load_model(path)
+    video = _video()
+    np.testing.assert_array_equal(_np(restored(video)), _np(classifier(video)))
+    assert restored.backbone.get_config() == classifier.backbone.get_config()
+
+
+def test_from_arguments_splits_one_flat_set():
+    model = vk.VideoMAEPretrainer.from_arguments(mask_ratio=0.5, drop_path_rate=0.1, **TINY,
+                                                 **TINY_DECODER)
+    assert model.backbone.architecture["drop_path_rate"] == 0.1
+    assert model.backbone.architecture["use_final_norm"] is True  # the pretraining default
+    assert model.get_config()["decoder_hidden_dim"] == TINY_DECODER["decoder_hidden_dim"]
+    again = vk.VideoMAEPretrainer.from_arguments(**model.arguments())
+    assert again.get_config() == model.get_config()
+    first = vk.VideoMAEClassifier.from_arguments(num_classes=2, use_mean_pooling=False, **TINY)
+    assert first.backbone.architecture["use_final_norm"] is True  # --use_cls models
+    with pytest.raises(TypeError, match="Unknown argument.*hidden_size.*hidden_dim"):
+        vk.VideoMAEClassifier.from_arguments(hidden_size=48)
+
+
+def test_backbone_arguments_are_explicit_and_documented():
+    import inspect
+
+    for cls in (vk.VideoMAEBackbone, vk.VideoMAEClassifier, vk.VideoMAEPretrainer):
+        names = [n for n, p in inspect.signature(cls.__init__).parameters.items()
+                 if n not in ("self", "name", "kwargs")]
+        undocumented = [n for n in names if n not in cls.__doc__]
+        assert not undocumented, f"{cls.__name__} Args lack {undocumented}"
+    assert {"hidden_dim", "depth", "num_heads", "mlp_dim", "num_frames"} <= set(
+        inspect.signature(vk.VideoMAEBackbone.__init__).parameters)
+
+
+def test_a_task_needs_a_backbone():
+    with pytest.raises(TypeError, match="must be a VideoMAEBackbone.*VideoMAE_ViTB16FT"):
+        vk.VideoMAEClassifier(400)
+    with pytest.raises(TypeError, match="Unknown argument.*hidden_dim"):
+        vk.VideoMAEClassifier(vk.VideoMAEBackbone(**TINY), hidden_dim=96)
+
+
 # --- parameter counts ------------------------------------------------------------------------
 
 def _expected_params(size, num_classes=None, pretraining=False):
@@ -93,7 +166,7 @@ def test_factory_architectures():
     assert g.encoder.patch_size == 14 and g.encoder.mlp_dim == 6144
     assert g.decoder.mlp_dim == 2234 and g.decoder.output_dim == 1176
     s = vk.VideoMAE_ViTS16FT(num_classes=3, num_frames=2, image_size=16, depth=1)
-    assert s.encoder.num_heads == 6 and s.get_config()["layer_norm_epsilon"] == 1e-6
+    assert s.encoder.num_heads == 6 and s.architecture["layer_norm_epsilon"] == 1e-6
     h = vk.VideoMAE_ViTH16PT(num_frames=2, image_size=32, depth=1, decoder_depth=1)
     assert h.decoder.hidden_dim == 640 and h.encoder.num_heads == 16
 
@@ -102,18 +175,18 @@ def test_factory_architectures():
 
 def test_classifier_outputs_and_variants():
     video = _video()
-    model = vk.VideoMAEClassifier(num_classes=5, **TINY)
+    model = vk.VideoMAEClassifier.from_arguments(num_classes=5, **TINY)
     assert _np(model(video)).shape == (2, 5)
-    features = vk.VideoMAEClassifier(num_classes=0, **TINY)
+    features = vk.VideoMAEClassifier.from_arguments(num_classes=0, **TINY)
     assert _np(features(video)).shape == (2, 48)
-    first = vk.VideoMAEClassifier(num_classes=5, use_mean_pooling=False, **TINY)
+    first = vk.VideoMAEClassifier.from_arguments(num_classes=5, use_mean_pooling=False, **TINY)
     assert first.encoder.norm is not None and "fc_norm" not in [l.name for l in first.layers]
     assert _np(first(video)).shape == (2, 5)
 
 
 def test_pretrainer_outputs_masked_tokens_in_ascending_order():
     video, masks = _video(), _masks(2)
-    model = vk.VideoMAEPretrainer(mask_ratio=0.5, **TINY, **TINY_DECODER)
+    model = vk.VideoMAEPretrainer.from_arguments(mask_ratio=0.5, **TINY, **TINY_DECODER)
     assert model.num_masked == 16
     out = _np(model([video, masks]))
     assert out.shape == (2, 16, 3 * 2 * 8 * 8)
@@ -132,14 +205,14 @@ def test_backbone_all_and_visible_tokens():
 
 
 def test_other_frame_counts_and_resolutions_reuse_weights():
-    small = vk.VideoMAEClassifier(num_classes=5, **TINY)
-    large = vk.VideoMAEClassifier(num_classes=5, **dict(TINY, num_frames=8, image_size=(48, 64)))
+    small = vk.VideoMAEClassifier.from_arguments(num_classes=5, **TINY)
+    large = vk.VideoMAEClassifier.from_arguments(num_classes=5, **dict(TINY, num_frames=8, image_size=(48, 64)))
     large.set_weights(small.get_weights())  # no position weights: the table is recomputed
     assert _np(large(_video(1, 8, 48)[:, :, :, :1].repeat(64, axis=3))).shape == (1, 5)
 
 
 def test_drop_path_is_active_only_in_training():
-    model = vk.VideoMAEClassifier(num_classes=5, drop_path_rate=0.5, **TINY)
+    model = vk.VideoMAEClassifier.from_arguments(num_classes=5, drop_path_rate=0.5, **TINY)
     rates = [b.drop_path.rate for b in model.encoder.blocks]
     assert rates == [0.0, 0.5]
     video = _video()
@@ -149,8 +222,8 @@ def test_drop_path_is_active_only_in_training():
 
 
 def test_mixed_precision_keeps_float32_logits():
-    model = vk.VideoMAEClassifier(num_classes=5, dtype="mixed_bfloat16", **TINY)
-    reference = vk.VideoMAEClassifier(num_classes=5, **TINY)
+    model = vk.VideoMAEClassifier.from_arguments(num_classes=5, dtype="mixed_bfloat16", **TINY)
+    reference = vk.VideoMAEClassifier.from_arguments(num_classes=5, **TINY)
     reference.set_weights(model.get_weights())
     video = _video()
     logits = model(video)
@@ -163,9 +236,9 @@ def test_mixed_precision_keeps_float32_logits():
 
 def _models():
     return {
-        "classifier": (vk.VideoMAEClassifier(num_classes=5, **TINY), lambda: _video()),
+        "classifier": (vk.VideoMAEClassifier.from_arguments(num_classes=5, **TINY), lambda: _video()),
         "pretrainer": (
-            vk.VideoMAEPretrainer(mask_ratio=0.5, **TINY, **TINY_DECODER),
+            vk.VideoMAEPretrainer.from_arguments(mask_ratio=0.5, **TINY, **TINY_DECODER),
             lambda: [_video(), _masks(2)],
         ),
         "backbone_masked": (vk.VideoMAEBackbone(mask_ratio=0.5, **TINY), lambda: [_video(), _masks(2)]),
@@ -198,7 +271,7 @@ def test_weights_file_round_trip(kind, tmp_path):
 
 
 def test_mixed_precision_model_round_trip(tmp_path):
-    model = vk.VideoMAEClassifier(num_classes=5, dtype="mixed_bfloat16", **TINY)
+    model = vk.VideoMAEClassifier.from_arguments(num_classes=5, dtype="mixed_bfloat16", **TINY)
     path = str(tmp_path / "mixed.keras")
     model.save(path)
     restored = keras.saving.load_model(path)
@@ -222,7 +295,7 @@ def test_jit_compiled_predict_matches_eager(kind):
 
 @pytest.mark.skipif(BACKEND != "torch", reason="torch.compile")
 def test_torch_compile_predict_matches_eager():
-    model = vk.VideoMAEPretrainer(
+    model = vk.VideoMAEPretrainer.from_arguments(
         mask_ratio=0.5, **dict(TINY, depth=1), **TINY_DECODER
     )
     video, masks = _video(), _masks(2)
@@ -237,7 +310,7 @@ def test_torch_compile_predict_matches_eager():
 
 
 def test_wrong_mask_count_under_jit_poisons_only_that_sample():
-    model = vk.VideoMAEPretrainer(mask_ratio=0.5, **dict(TINY, depth=1), **TINY_DECODER)
+    model = vk.VideoMAEPretrainer.from_arguments(mask_ratio=0.5, **dict(TINY, depth=1), **TINY_DECODER)
     video, masks = _video(), _masks(2)
     good = _np(model([video, masks]))
     masks[0, np.flatnonzero(~masks[0])[0]] = True  # 17 masked tokens instead of 16
@@ -254,7 +327,7 @@ def test_wrong_mask_count_under_jit_poisons_only_that_sample():
 # --- training steps ---------------------------------------------------------------------------
 
 def test_classifier_fit_step_updates_weights():
-    model = vk.VideoMAEClassifier(num_classes=3, drop_path_rate=0.1, **TINY)
+    model = vk.VideoMAEClassifier.from_arguments(num_classes=3, drop_path_rate=0.1, **TINY)
     model.compile(optimizer=keras.optimizers.AdamW(1e-3),
                   loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                   jit_compile=BACKEND != "torch")
@@ -266,7 +339,7 @@ def test_classifier_fit_step_updates_weights():
 
 
 def test_pretrainer_fit_step_updates_weights():
-    model = vk.VideoMAEPretrainer(mask_ratio=0.5, **TINY, **TINY_DECODER)
+    model = vk.VideoMAEPretrainer.from_arguments(mask_ratio=0.5, **TINY, **TINY_DECODER)
     model.compile(optimizer=keras.optimizers.AdamW(1e-3), loss="mse", jit_compile=BACKEND != "torch")
     targets = RNG.standard_normal((4, 16, 384)).astype("float32")
     before = [np.array(w) for w in model.trainable_weights]
@@ -280,7 +353,7 @@ def test_pretrainer_fit_step_updates_weights():
 
 @pytest.fixture(scope="module")
 def classifier():
-    return vk.VideoMAEClassifier(num_classes=5, **TINY)
+    return vk.VideoMAEClassifier.from_arguments(num_classes=5, **TINY)
 
 
 @pytest.mark.parametrize(
@@ -317,11 +390,11 @@ def test_bad_video_is_explained_under_predict(classifier):
 )
 def test_bad_architecture_is_explained(kwargs, message):
     with pytest.raises((ValueError, TypeError), match=message):
-        vk.VideoMAEClassifier(num_classes=5, **kwargs)
+        vk.VideoMAEClassifier.from_arguments(num_classes=5, **kwargs)
 
 
 def test_bad_masks_are_explained():
-    model = vk.VideoMAEPretrainer(mask_ratio=0.5, **dict(TINY, depth=1), **TINY_DECODER)
+    model = vk.VideoMAEPretrainer.from_arguments(mask_ratio=0.5, **dict(TINY, depth=1), **TINY_DECODER)
     video = _video()
     with pytest.raises(ValueError, match=r"shape \(batch, 32\).*got shape \(2, 30\)"):
         model([video, np.zeros((2, 30), bool)])
@@ -334,4 +407,4 @@ def test_bad_masks_are_explained():
     with pytest.raises(ValueError, match="takes inputs"):
         model(video)
     with pytest.raises(ValueError, match="between 1 and 31"):
-        vk.VideoMAEPretrainer(num_masked=32, **TINY)
+        vk.VideoMAEPretrainer.from_arguments(num_masked=32, **TINY)

@@ -133,7 +133,7 @@ def test_layer_without_resize_is_exact():
 def test_uint8_model_gives_the_float_model_output():
     from videomae_keras import VideoMAEClassifier
 
-    model = VideoMAEClassifier(num_classes=5, num_frames=4, image_size=32, patch_size=8,
+    model = VideoMAEClassifier.from_arguments(num_classes=5, num_frames=4, image_size=32, patch_size=8,
                                hidden_dim=32, depth=1, num_heads=2, mlp_dim=40)
     frames = natural_frames(4, 32, 48)
     wrapped = with_preprocessing(model, (4, 32, 48), name="uint8_model")

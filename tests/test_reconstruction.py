@@ -125,7 +125,7 @@ def test_mask_ratio_must_match_the_model(pretrained):
 
 def test_reconstruct_needs_a_pretraining_model(pretrained):
     _, _, video = pretrained
-    classifier = VideoMAEClassifier(num_classes=3, num_frames=4, image_size=32, patch_size=8,
+    classifier = VideoMAEClassifier.from_arguments(num_classes=3, num_frames=4, image_size=32, patch_size=8,
                                     hidden_dim=16, depth=1, num_heads=2, mlp_dim=16)
     with pytest.raises(ValueError, match="pretraining model"):
         reconstruct_video(classifier, video)
@@ -137,7 +137,7 @@ def test_pixel_loss_models_are_drawn_as_predicted(pretrained):
     from videomae_keras import VideoMAEPretrainer
 
     _, _, video = pretrained
-    model = VideoMAEPretrainer(num_frames=4, image_size=32, patch_size=8, hidden_dim=16,
+    model = VideoMAEPretrainer.from_arguments(num_frames=4, image_size=32, patch_size=8, hidden_dim=16,
                                depth=1, num_heads=2, mlp_dim=16, decoder_hidden_dim=8,
                                decoder_depth=1, decoder_num_heads=2, decoder_mlp_dim=8,
                                mask_ratio=0.5, norm_pix_loss=False)

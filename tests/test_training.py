@@ -40,7 +40,7 @@ def test_pretraining_loss_matches_transformers(tmp_path, norm_pix_loss, record_p
 
 
 def small_classifier():
-    return VideoMAEClassifier(num_classes=6, num_frames=4, image_size=32, patch_size=16,
+    return VideoMAEClassifier.from_arguments(num_classes=6, num_frames=4, image_size=32, patch_size=16,
                               hidden_dim=16, depth=3, num_heads=2, mlp_dim=24)
 
 
@@ -112,7 +112,7 @@ def test_optimizer_serialises():
 
 def test_pretrainer_fits_and_learns():
     """A tiny pretrainer overfits one batch: the loss falls well below its start."""
-    model = VideoMAEPretrainer(num_frames=4, image_size=32, patch_size=16, hidden_dim=32,
+    model = VideoMAEPretrainer.from_arguments(num_frames=4, image_size=32, patch_size=16, hidden_dim=32,
                                depth=1, num_heads=2, mlp_dim=48, decoder_hidden_dim=32,
                                decoder_depth=1, decoder_num_heads=2, decoder_mlp_dim=48,
                                mask_ratio=0.5)
@@ -138,8 +138,8 @@ def test_mixed_bfloat16_training():
                   num_heads=2, mlp_dim=48, decoder_hidden_dim=32, decoder_depth=1,
                   decoder_num_heads=2, decoder_mlp_dim=48, mask_ratio=0.5)
     keras.utils.set_random_seed(0)
-    full = VideoMAEPretrainer(**kwargs)
-    mixed = VideoMAEPretrainer(dtype="mixed_bfloat16", **kwargs)
+    full = VideoMAEPretrainer.from_arguments(**kwargs)
+    mixed = VideoMAEPretrainer.from_arguments(dtype="mixed_bfloat16", **kwargs)
     mixed.set_weights(full.get_weights())
     assert all(v.dtype == "float32" for v in mixed.weights)
     assert mixed.encoder.blocks[0].attn.qkv.compute_dtype == "bfloat16"
@@ -161,7 +161,7 @@ def test_mixed_bfloat16_training():
     assert np.all(np.isfinite(history.history["loss"]))
     assert all(v.dtype == "float32" for v in mixed.trainable_weights)
 
-    classifier = VideoMAEClassifier(num_classes=6, num_frames=4, image_size=32, patch_size=16,
+    classifier = VideoMAEClassifier.from_arguments(num_classes=6, num_frames=4, image_size=32, patch_size=16,
                                     hidden_dim=16, depth=2, num_heads=2, mlp_dim=24,
                                     dtype="mixed_bfloat16")
     classifier.compile(optimizer=VideoMAEAdamW(1e-3), loss=SmoothedCrossentropy(6, 0.1),
@@ -191,7 +191,7 @@ def test_soft_targets_are_not_smoothed_twice():
 # --- gradient accumulation ---------------------------------------------------------------------
 
 def _pretrainer():
-    return VideoMAEPretrainer(num_frames=4, image_size=32, patch_size=16, hidden_dim=16,
+    return VideoMAEPretrainer.from_arguments(num_frames=4, image_size=32, patch_size=16, hidden_dim=16,
                               depth=2, num_heads=2, mlp_dim=24, decoder_hidden_dim=8,
                               decoder_depth=1, decoder_num_heads=2, decoder_mlp_dim=12,
                               mask_ratio=0.5)
@@ -266,14 +266,14 @@ def test_remat_trains_to_the_same_weights(kind, monkeypatch):
     def train(use_remat):
         keras.utils.set_random_seed(1)
         if kind == "classifier":
-            model = VideoMAEClassifier(num_frames=4, image_size=32, patch_size=16,
+            model = VideoMAEClassifier.from_arguments(num_frames=4, image_size=32, patch_size=16,
                                        hidden_dim=16, depth=2, num_heads=2, mlp_dim=24,
                                        num_classes=3, drop_path_rate=0.5, remat=use_remat)
             model.compile(optimizer=keras.optimizers.SGD(0.5),
                           loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
             data = (video, labels)
         else:
-            model = VideoMAEPretrainer(num_frames=4, image_size=32, patch_size=16,
+            model = VideoMAEPretrainer.from_arguments(num_frames=4, image_size=32, patch_size=16,
                                        hidden_dim=16, depth=2, num_heads=2, mlp_dim=24,
                                        decoder_hidden_dim=8, decoder_depth=1,
                                        decoder_num_heads=2, decoder_mlp_dim=12,
@@ -288,7 +288,7 @@ def test_remat_trains_to_the_same_weights(kind, monkeypatch):
     assert not calls
     recomputed, start, loss = train(True)
     assert len(calls) >= 2  # each block, traced at least once
-    assert recomputed.get_config()["remat"] is True
+    assert recomputed.backbone.get_config()["remat"] is True
     for a, b in zip(plain_start, start):
         np.testing.assert_array_equal(a, b)
     np.testing.assert_allclose(loss, plain_loss, rtol=1e-5)
@@ -300,5 +300,5 @@ def test_remat_trains_to_the_same_weights(kind, monkeypatch):
 
 def test_remat_refuses_dropout_inside_the_blocks():
     with pytest.raises(ValueError, match="cannot recompute dropout inside the blocks"):
-        VideoMAEClassifier(num_frames=4, image_size=32, patch_size=16, hidden_dim=16, depth=1,
+        VideoMAEClassifier.from_arguments(num_frames=4, image_size=32, patch_size=16, hidden_dim=16, depth=1,
                            num_heads=2, mlp_dim=24, num_classes=3, dropout_rate=0.1, remat=True)

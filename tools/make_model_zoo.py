@@ -14,6 +14,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from videomae_keras import configs, flops  # noqa: E402
+from videomae_keras.models import VideoMAEBackbone  # noqa: E402
+from videomae_keras.models.base import default_arguments  # noqa: E402
 
 SECTIONS = [
     ("Kinetics-400", "Kinetics-400"),
@@ -26,7 +28,7 @@ SECTIONS = [
 def architecture_config(info):
     """The model arguments of a registry entry, for counting (no model is built)."""
     size = info["architecture"].split("-")[1].split("/")[0]
-    config = dict(configs.ENCODER_DEFAULTS, **configs.ENCODERS[size])
+    config = dict(default_arguments(VideoMAEBackbone), **configs.ENCODERS[size])
     if info["family"].startswith("VideoMAE (transformers") and size == "S":
         config["num_heads"] = 16  # transformers' small conversions
     if info["task"] == "classifier":

@@ -118,34 +118,3 @@ def num_masked_tokens(grid, mask_ratio, mask_type="tube"):
     if mask_type == "random":
         return int(mask_ratio * frames * height * width)
     raise ValueError(f"mask_type must be 'tube' or 'random'; got {mask_type!r}.")
-
-
-# Arguments every VideoMAE model takes for its encoder, with their defaults (ViT-B, 16x224).
-ENCODER_DEFAULTS = dict(
-    num_frames=16,  # frames per clip the model is built for
-    image_size=224,  # int or (height, width)
-    num_channels=3,
-    patch_size=16,
-    tubelet_size=2,  # frames per token
-    hidden_dim=768,
-    depth=12,
-    num_heads=12,
-    mlp_dim=3072,
-    qv_bias=True,  # q and v biases (no k bias); True in every released model
-    init_values=0.0,  # layer scale; > 0 adds gamma_1/gamma_2 (no release uses it)
-    dropout_rate=0.0,  # after positions, attention projection and MLP (official drop_rate)
-    attention_dropout_rate=0.0,
-    drop_path_rate=0.0,  # stochastic depth, linear over the blocks
-    layer_norm_epsilon=1e-6,  # block norms and final norm (transformers: 1e-12)
-    remat=False,  # recompute each block in the backward pass (less memory, ~1/3 more compute)
-)
-
-# Arguments of the pretraining decoder, with the ViT-B defaults.
-DECODER_DEFAULTS = dict(
-    decoder_hidden_dim=384,
-    decoder_depth=4,
-    decoder_num_heads=6,
-    decoder_mlp_dim=1536,
-    decoder_layer_norm_epsilon=1e-6,  # decoder block norms (transformers: 1e-12)
-    decoder_norm_epsilon=1e-6,  # the decoder's final norm (transformers: 1e-5)
-)

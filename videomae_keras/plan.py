@@ -171,8 +171,9 @@ def _build(arguments, pretraining):
     # variables get shapes and layouts, no values (on exit the scope would initialise them)
     with keras.StatelessScope(initialize_variables=False):
         if name.lower().startswith("tiny"):
-            model = (VideoMAEPretrainer(**TINY_ENCODER, **TINY_DECODER, **kwargs) if pretraining
-                     else VideoMAEClassifier(**TINY_ENCODER, **kwargs))
+            model = (VideoMAEPretrainer.from_arguments(**TINY_ENCODER, **TINY_DECODER, **kwargs)
+                     if pretraining else VideoMAEClassifier.from_arguments(**TINY_ENCODER,
+                                                                          **kwargs))
         else:
             from videomae_keras.convert.loading import architecture_factory
 

@@ -188,7 +188,7 @@ def port(
     names = _class_names(labels, info, model)
     if names:
         model = rebuild(model, class_names=names)
-    config = model.get_config()
+    config = model.arguments()
     counts = flops.count(config)
     inputs = fixed_inputs(model)
     reference_out = keras_outputs(model, inputs)

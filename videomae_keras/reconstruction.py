@@ -198,7 +198,7 @@ def reconstruct_video(
             f"mask must be ({model.num_tokens},) with {model.num_masked} True entries; got "
             f"shape {mask.shape} with {int(mask.sum())}."
         )
-    config = model.get_config()
+    config = model.architecture
     tubelet, patch = config["tubelet_size"], config["patch_size"]
     prediction = model.predict_on_batch([views.data, mask[None]])  # (1, N_masked, P * 3)
     prediction = np.asarray(prediction, np.float32).reshape(1, int(mask.sum()), -1, 3)

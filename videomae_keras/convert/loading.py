@@ -202,14 +202,19 @@ def from_pretrained(source, task=None, *, strict=None, dtype=None, progress=None
 def build_model(task, kwargs, initialize=True):
     """The Keras model for a task from plain arguments. `initialize=False` skips the random
     draws, for a model whose every weight is loaded next."""
+    cls = _task_class(task)
+    return (cls.from_arguments(**kwargs) if initialize
+            else build_for_loading(cls.from_arguments, **kwargs))
+
+
+def _task_class(task):
     from videomae_keras import models
 
-    cls = {
+    return {
         "classifier": models.VideoMAEClassifier,
         "pretrainer": models.VideoMAEPretrainer,
         "backbone": models.VideoMAEBackbone,
     }[task]
-    return cls(**kwargs) if initialize else build_for_loading(cls, **kwargs)
 
 
 def load_keras_model(path):
@@ -225,27 +230,24 @@ def load_keras_model(path):
 def rebuild(model, **overrides):
     """A copy of a VideoMAE model with some constructor arguments changed (clip size, mask
     ratio, drop path, class names, ...) and the same weights."""
-    config = {**model.get_config(), **overrides}
-    copy = build_for_loading(type(model).from_config, config)
+    arguments = {**model.arguments(), **overrides}
+    copy = build_for_loading(type(model).from_arguments, **arguments)
     copy.set_weights(model.get_weights())
     return copy
 
 
-_CLASSIFIER_ONLY = ("num_classes", "use_mean_pooling", "fc_norm_epsilon")
-_PRETRAINER_ONLY = tuple(configs.DECODER_DEFAULTS) + ("norm_pix_loss",)
-
-
 def _arguments_for_task(kwargs, task):
-    kwargs = dict(kwargs)
-    use_final_norm = kwargs.pop("use_final_norm")
-    if task != "classifier":
-        for key in _CLASSIFIER_ONLY:
-            kwargs.pop(key, None)
-    if task != "pretrainer":
-        for key in _PRETRAINER_ONLY:
-            kwargs.pop(key, None)
-    if task in ("backbone", "pretrainer"):
-        kwargs["use_final_norm"] = use_final_norm
+    """Of the arguments a checkpoint gave, those the task's model (and its backbone) takes; a
+    classifier's final norm follows its pooling, whatever the checkpoint held."""
+    from videomae_keras.models import VideoMAEBackbone
+    from videomae_keras.models.base import arguments_of
+
+    accepted = set(arguments_of(VideoMAEBackbone))
+    if task != "backbone":
+        accepted |= set(arguments_of(_task_class(task)))
+    kwargs = {k: v for k, v in kwargs.items() if k in accepted}
+    if task == "classifier":
+        kwargs.pop("use_final_norm", None)
     return kwargs
 
 

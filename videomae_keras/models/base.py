@@ -1,31 +1,13 @@
-"""What the three VideoMAE models share: encoder arguments, the video input and its checks."""
+"""What the VideoMAE models share: argument checks, the video input and its checks, and the
+task contract (a task model wraps a `VideoMAEBackbone` and serialises it in its config)."""
+
+import inspect
 
 import keras
 
-from videomae_keras.configs import ENCODER_DEFAULTS, as_pair, grid_size
-from videomae_keras.layers import VideoMAEEncoder
+from videomae_keras.configs import as_pair, grid_size
 from videomae_keras.layers.transformer import check_remat
 from videomae_keras.utils import static_shape
-
-_MODEL_KWARGS = ("trainable",)
-
-
-def split_encoder_kwargs(kwargs, extra_defaults=None):
-    """Fills encoder arguments from ENCODER_DEFAULTS (and `extra_defaults`); unknown names raise."""
-    defaults = dict(ENCODER_DEFAULTS, **(extra_defaults or {}))
-    unknown = sorted(set(kwargs) - set(defaults) - set(_MODEL_KWARGS))
-    if unknown:
-        raise TypeError(
-            f"Unknown argument(s) {', '.join(unknown)}. VideoMAE models take: "
-            f"{', '.join(sorted(defaults))}."
-        )
-    config = {k: kwargs.get(k, v) for k, v in defaults.items()}
-    _check_arguments(config)
-    height, width = as_pair(config["image_size"])
-    config["image_size"] = height if height == width else (height, width)
-    model_kwargs = {k: kwargs[k] for k in _MODEL_KWARGS if k in kwargs}
-    return config, model_kwargs
-
 
 _COUNTS = ("num_frames", "num_channels", "patch_size", "tubelet_size", "hidden_dim", "depth",
            "num_heads", "mlp_dim", "decoder_hidden_dim", "decoder_depth", "decoder_num_heads",
@@ -39,19 +21,23 @@ def _whole(value):
             and float(value).is_integer())
 
 
-def _check_arguments(config):
+def check_arguments(config):
     """One sentence for the first argument out of range (a count below 1, a rate outside
-    [0, 1), a non-positive epsilon), instead of an error deep inside a layer."""
+    [0, 1), a non-positive epsilon), instead of an error deep inside a layer. Counts come
+    back as ints and a square image size as one int."""
     for key in _COUNTS:
         if key in config and not (_whole(config[key]) and config[key] >= 1):
             raise ValueError(f"{key} must be a whole number of at least 1; got {config[key]!r}.")
         if key in config:
             config[key] = int(config[key])
-    size = config["image_size"]
-    sizes = size if isinstance(size, (list, tuple)) else [size]
-    if not sizes or len(sizes) > 2 or not all(_whole(v) and v >= 1 for v in sizes):
-        raise ValueError(f"image_size must be a positive size (224) or (height, width); got "
-                         f"{size!r}.")
+    if "image_size" in config:
+        size = config["image_size"]
+        sizes = size if isinstance(size, (list, tuple)) else [size]
+        if not sizes or len(sizes) > 2 or not all(_whole(v) and v >= 1 for v in sizes):
+            raise ValueError(f"image_size must be a positive size (224) or (height, width); "
+                             f"got {size!r}.")
+        height, width = as_pair(size)
+        config["image_size"] = height if height == width else (height, width)
     for key in _RATES:
         value = config.get(key)
         if key in config and (isinstance(value, bool) or not isinstance(value, (int, float))
@@ -64,15 +50,36 @@ def _check_arguments(config):
             raise ValueError(f"{key} must be a positive number; got {value!r}.")
     if not isinstance(config.get("remat", False), bool):
         raise ValueError(f"remat must be True or False; got {config['remat']!r}.")
-    check_remat(config.get("remat"), config.get("dropout_rate"),
-                config.get("attention_dropout_rate"))
-    if config["hidden_dim"] % config["num_heads"]:
-        raise ValueError(f"hidden_dim={config['hidden_dim']} is not divisible by "
-                         f"num_heads={config['num_heads']}; choose a head count that divides it.")
+    if "hidden_dim" in config:
+        check_remat(config.get("remat"), config.get("dropout_rate"),
+                    config.get("attention_dropout_rate"))
+        if config["hidden_dim"] % config["num_heads"]:
+            raise ValueError(f"hidden_dim={config['hidden_dim']} is not divisible by "
+                             f"num_heads={config['num_heads']}; choose a head count that "
+                             "divides it.")
     if "decoder_hidden_dim" in config and config["decoder_hidden_dim"] % config[
             "decoder_num_heads"]:
         raise ValueError(f"decoder_hidden_dim={config['decoder_hidden_dim']} is not divisible "
                          f"by decoder_num_heads={config['decoder_num_heads']}.")
+    return config
+
+
+def video_shape(config):
+    """The (T, H, W, C) clip shape of a backbone config."""
+    height, width = as_pair(config["image_size"])
+    return (config["num_frames"], height, width, config["num_channels"])
+
+
+def default_arguments(cls):
+    """{argument: default} of `cls.__init__` (the backbone's defaults are ViT-B at 16x224)."""
+    return {name: p.default for name, p in inspect.signature(cls.__init__).parameters.items()
+            if p.default is not p.empty}
+
+
+def arguments_of(cls):
+    """The keyword arguments `cls.__init__` names (its signature is the table)."""
+    return [name for name, p in inspect.signature(cls.__init__).parameters.items()
+            if name != "self" and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)]
 
 
 class VideoMAEModelBase(keras.Model):
@@ -82,47 +89,24 @@ class VideoMAEModelBase(keras.Model):
     `.keras` files hold no graph, only the architecture and the weights.
     """
 
-    @staticmethod
-    def _video_input(config):
-        grid = grid_size(
-            config["num_frames"], config["image_size"], config["patch_size"], config["tubelet_size"]
-        )
-        height, width = as_pair(config["image_size"])
-        video = keras.Input(
-            (config["num_frames"], height, width, config["num_channels"]), name="video"
-        )
-        return video, grid
-
-    @staticmethod
-    def _make_encoder(config, use_final_norm, kernel_initializer, dtype):
-        return VideoMAEEncoder(
-            hidden_dim=config["hidden_dim"],
-            depth=config["depth"],
-            num_heads=config["num_heads"],
-            mlp_dim=config["mlp_dim"],
-            patch_size=config["patch_size"],
-            tubelet_size=config["tubelet_size"],
-            num_channels=config["num_channels"],
-            qv_bias=config["qv_bias"],
-            init_values=config["init_values"],
-            dropout_rate=config["dropout_rate"],
-            attention_dropout_rate=config["attention_dropout_rate"],
-            drop_path_rate=config["drop_path_rate"],
-            layer_norm_epsilon=config["layer_norm_epsilon"],
-            remat=config["remat"],
-            use_final_norm=use_final_norm,
-            kernel_initializer=kernel_initializer,
-            dtype=dtype,
-            name="encoder",
-        )
-
-    def _finish_init(self, config, grid, dtype):
+    def _finish_init(self, config, dtype):
         """Records the constructor arguments and turns off Keras' generic shape check."""
         self._videomae_config = dict(config)
         self._videomae_dtype = dtype
-        self.grid = grid
         # Our own checks in `call` give clearer messages than Keras' InputSpec.
         self.input_spec = None
+
+    @property
+    def architecture(self):
+        """The backbone's arguments (sizes, depth, heads, ...), for this model or its task."""
+        return self._videomae_config
+
+    @property
+    def grid(self):
+        """The (T', H', W') token grid of the clips the model was built for."""
+        cfg = self.architecture
+        return grid_size(cfg["num_frames"], cfg["image_size"], cfg["patch_size"],
+                         cfg["tubelet_size"])
 
     @property
     def num_tokens(self):
@@ -133,9 +117,7 @@ class VideoMAEModelBase(keras.Model):
     @property
     def video_shape(self):
         """The (T, H, W, C) clip shape the model was built for."""
-        cfg = self._videomae_config
-        height, width = as_pair(cfg["image_size"])
-        return (cfg["num_frames"], height, width, cfg["num_channels"])
+        return video_shape(self.architecture)
 
     def _check_video(self, video):
         shape = static_shape(video)
@@ -206,3 +188,141 @@ class VideoMAEModelBase(keras.Model):
         if isinstance(config.get("image_size"), list):
             config["image_size"] = tuple(config["image_size"])
         return cls(**config)
+
+    @classmethod
+    def from_arguments(cls, **arguments):
+        """The model from one flat set of arguments (see `arguments`)."""
+        return cls(**arguments)
+
+    @classmethod
+    def from_preset(cls, preset, **kwargs):
+        """The model from a preset folder (written by `save_to_preset`) or a registered name
+        (downloaded and converted once, through the cache). A backbone class gives the
+        backbone of any preset; a task class over a preset of another kind builds a new task
+        over its backbone, with `kwargs` (e.g. `num_classes=174`)."""
+        from videomae_keras.models.preset import load_preset
+
+        return load_preset(cls, preset, **kwargs)
+
+    def save_to_preset(self, preset_dir, overwrite=False):
+        """Writes the model as a preset folder in keras-hub's layout: config.json and
+        model.weights.h5 (the backbone), task.json and task.weights.h5 (a task), and
+        metadata.json. An existing folder is replaced only with `overwrite=True`."""
+        from videomae_keras.models.preset import save_to_preset
+
+        return save_to_preset(self, preset_dir, overwrite=overwrite)
+
+    def arguments(self):
+        """Every constructor argument of this model, its backbone's included, as one flat
+        dict: `type(model).from_arguments(**{**model.arguments(), "num_frames": 32})` is the
+        same model for other clips (the weights carry over with `set_weights`)."""
+        config = {}
+        if isinstance(self, VideoMAETask):
+            config.update(self.backbone._videomae_config)
+        config.update(self._videomae_config, name=self.name)
+        if self._videomae_dtype is not None:
+            config["dtype"] = self._videomae_dtype
+        if not config.get("remat"):
+            config.pop("remat", None)
+        return config
+
+
+class VideoMAETask(VideoMAEModelBase):
+    """A model over a `VideoMAEBackbone` (keras-hub's Task contract): `model.backbone` is that
+    backbone, shared, not copied; the config holds it serialised under "backbone".
+
+    The task's graph calls the backbone's encoder layer itself, so its weights sit where
+    release 0.1 files (which had no backbone) put them and those files load unchanged.
+    """
+
+    @staticmethod
+    def _task_dtype(backbone, dtype):
+        """The backbone checked, and the dtype policy the task's own layers use (the
+        backbone's unless one is given)."""
+        from videomae_keras.models.backbone import VideoMAEBackbone
+
+        if not isinstance(backbone, VideoMAEBackbone):
+            raise TypeError(
+                f"The first argument must be a VideoMAEBackbone; got {type(backbone).__name__}. "
+                "Build one with VideoMAEBackbone(...) or VideoMAEBackbone.from_preset(...), "
+                "or use a factory such as VideoMAE_ViTB16FT()."
+            )
+        return backbone._videomae_dtype if dtype is None else dtype
+
+    @property
+    def encoder(self):
+        """The backbone's encoder layer (embedding, blocks, final norm)."""
+        return self.backbone.encoder
+
+    @property
+    def architecture(self):
+        return self.backbone.architecture
+
+    def get_config(self):
+        config = super().get_config()
+        config["backbone"] = keras.layers.serialize(self.backbone)
+        return config
+
+    @classmethod
+    def from_config(cls, config, custom_objects=None):
+        config = dict(config)
+        if "backbone" not in config:  # release 0.1: one flat dict of every argument
+            if isinstance(config.get("dtype"), dict):
+                config["dtype"] = keras.dtype_policies.deserialize(config["dtype"])
+            return cls.from_arguments(**config)
+        if isinstance(config["backbone"], dict):
+            config["backbone"] = keras.layers.deserialize(config["backbone"],
+                                                          custom_objects=custom_objects)
+        return super().from_config(config, custom_objects)
+
+    @classmethod
+    def backbone_defaults(cls, task_arguments):
+        """Backbone arguments this task implies unless given (final norm, initialiser)."""
+        return {}
+
+    @classmethod
+    def from_arguments(cls, **arguments):
+        """The task and a new backbone from one flat set of arguments (the backbone's and the
+        task's together, as checkpoints, the factories and release-0.1 configs give them):
+        `VideoMAEClassifier.from_arguments(hidden_dim=384, depth=12, num_classes=400)`."""
+        from videomae_keras.models.backbone import VideoMAEBackbone
+
+        backbone_arguments, task_arguments = split_arguments(cls, arguments)
+        for key, value in cls.backbone_defaults(task_arguments).items():
+            backbone_arguments.setdefault(key, value)
+        return cls(VideoMAEBackbone(**backbone_arguments), **task_arguments)
+
+
+
+def split_arguments(cls, arguments):
+    """(backbone arguments, task arguments) from one flat dict; `dtype` goes to both, a name
+    neither takes raises one TypeError that lists what they take."""
+    from videomae_keras.models.backbone import VideoMAEBackbone
+
+    task_names = (set(arguments_of(cls)) - {"backbone"}) | {"trainable"}
+    backbone_names = set(arguments_of(VideoMAEBackbone)) - {"name"}
+    unknown = sorted(set(arguments) - task_names - backbone_names)
+    if unknown:
+        raise TypeError(
+            f"Unknown argument(s) {', '.join(unknown)}. {cls.__name__} takes: "
+            f"{', '.join(sorted(task_names | backbone_names))}."
+        )
+    task = {k: v for k, v in arguments.items() if k in task_names}
+    backbone = {k: v for k, v in arguments.items() if k not in task_names}
+    if "dtype" in arguments:
+        backbone["dtype"] = arguments["dtype"]
+    if "trainable" in arguments:
+        backbone["trainable"] = arguments["trainable"]
+    return backbone, task
+
+
+def model_kwargs(cls, kwargs):
+    """The Keras arguments a VideoMAE model passes on (`trainable`); any other name raises one
+    TypeError that lists the model's own arguments."""
+    unknown = sorted(set(kwargs) - {"trainable"})
+    if unknown:
+        raise TypeError(
+            f"Unknown argument(s) {', '.join(unknown)}. {cls.__name__} takes: "
+            f"{', '.join(arguments_of(cls))}."
+        )
+    return kwargs

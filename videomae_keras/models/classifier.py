@@ -5,34 +5,39 @@ import keras
 from videomae_keras.initializers import official_trunc_normal
 from videomae_keras.layers import TokenPooling
 from videomae_keras.layers.common import dense, layer_norm
-from videomae_keras.models.base import VideoMAEModelBase, split_encoder_kwargs
+from videomae_keras.models.base import VideoMAETask, model_kwargs
 
 
 @keras.saving.register_keras_serializable(package="videomae_keras")
-class VideoMAEClassifier(VideoMAEModelBase):
-    """Video classifier: encoder -> mean over tokens -> fc_norm -> dropout -> head.
+class VideoMAEClassifier(VideoMAETask):
+    """Video classifier: backbone -> mean over tokens -> fc_norm -> dropout -> head.
 
     Takes (B, T, H, W, C) float32 normalised pixels and returns (B, num_classes) logits
     (or the pooled (B, hidden_dim) features when num_classes is 0). With
-    `use_mean_pooling=False` the encoder's final norm runs over all tokens and the first token
-    feeds the head (the official `--use_cls` variant; VideoMAE has no cls token).
+    `use_mean_pooling=False` the first token feeds the head (the official `--use_cls`
+    variant, whose backbone has a final norm; VideoMAE has no cls token).
+
+    `VideoMAEClassifier(pretrainer.backbone, num_classes=174)` shares the pretrained
+    backbone, final norm included; the official fine-tuning recipe drops that norm and
+    raises drop path, which `videomae_keras.training.classifier_from_pretrained` does.
 
     Args:
-        num_classes: number of output classes (400 for Kinetics-400, 174 for SSv2).
+        backbone: a `VideoMAEBackbone` (mean-pooling models: `use_final_norm=False`).
+        num_classes: number of output classes (400 for Kinetics-400, 174 for SSv2); 0 for
+            no head.
         use_mean_pooling: mean pooling + fc_norm (every released model) or first token.
         fc_norm_epsilon: LayerNorm epsilon after pooling (official 1e-6, transformers 1e-5).
         head_dropout_rate: dropout before the head (official fc_drop_rate / head_drop_rate).
         head_init_scale: the head's initial weights are scaled by this (official 0.001).
         class_names: the name of each class, in head order (saved with the model, so
             `predict_video` and `videomae-keras predict` show them), or None.
-        dtype: dtype policy, e.g. "mixed_bfloat16"; the head always computes in float32.
-        **kwargs: encoder arguments, see `videomae_keras.configs.ENCODER_DEFAULTS`
-            (num_frames, image_size, patch_size, hidden_dim, depth, num_heads, mlp_dim,
-            drop_path_rate, layer_norm_epsilon, ...).
+        dtype: dtype policy of the pooling and norm (default: the backbone's); the head
+            always computes in float32 under mixed precision.
     """
 
     def __init__(
         self,
+        backbone,
         num_classes=400,
         *,
         use_mean_pooling=True,
@@ -44,27 +49,24 @@ class VideoMAEClassifier(VideoMAEModelBase):
         dtype=None,
         **kwargs,
     ):
-        config, model_kwargs = split_encoder_kwargs(kwargs)
+        dtype = self._task_dtype(backbone, dtype)
         num_classes = _check_count("num_classes", num_classes)
         class_names = _check_class_names(class_names, num_classes)
-        video, grid = self._video_input(config)
-        # official fine-tuning init: trunc_normal_(std=0.02) Linear weights
-        encoder = self._make_encoder(
-            config, use_final_norm=not use_mean_pooling,
-            kernel_initializer=official_trunc_normal(0.02), dtype=dtype,
-        )
-        x = encoder(video)
+        video = keras.Input(backbone.video_shape, name="video")
+        x = backbone.encoder(video)
         x = TokenPooling("mean" if use_mean_pooling else "first", dtype=dtype, name="pool")(x)
         if use_mean_pooling:
             x = layer_norm(fc_norm_epsilon, "fc_norm", dtype)(x)
         x = keras.layers.Dropout(head_dropout_rate, dtype=dtype, name="head_dropout")(x)
         if num_classes > 0:
-            # trunc_normal_(std=0.02), then weight and (zero) bias times init_scale
+            # official fine-tuning init: trunc_normal_(std=0.02), then weight and (zero)
+            # bias times init_scale
             x = dense(num_classes, official_trunc_normal(0.02, head_init_scale), "head",
                       _head_dtype(dtype))(x)
-        super().__init__(inputs=video, outputs=x, name=name, **model_kwargs)
-        self.encoder = encoder
-        config.update(
+        super().__init__(inputs=video, outputs=x, name=name,
+                         **model_kwargs(type(self), kwargs))
+        self.backbone = backbone
+        config = dict(
             num_classes=int(num_classes),
             use_mean_pooling=bool(use_mean_pooling),
             fc_norm_epsilon=float(fc_norm_epsilon),
@@ -74,7 +76,12 @@ class VideoMAEClassifier(VideoMAEModelBase):
         if class_names is not None:
             config["class_names"] = list(class_names)
         self.class_names = class_names
-        self._finish_init(config, grid, dtype)
+        self._finish_init(config, dtype)
+
+    @classmethod
+    def backbone_defaults(cls, task_arguments):
+        """Mean-pooling models have no final norm; first-token models have one."""
+        return {"use_final_norm": not task_arguments.get("use_mean_pooling", True)}
 
     def call(self, inputs, training=None, mask=None):
         (video,) = self._split_inputs(inputs, ["video"])

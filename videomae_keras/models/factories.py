@@ -6,17 +6,17 @@ from videomae_keras.models.pretrainer import VideoMAEPretrainer
 
 
 def _finetuned(size, num_classes, kwargs):
-    config = dict(ENCODERS[size])
+    config = dict(ENCODERS[size], num_classes=num_classes)
     config.update(kwargs)
     config.setdefault("name", f"videomae_vit{size.lower()}_ft")
-    return VideoMAEClassifier(num_classes=num_classes, **config)
+    return VideoMAEClassifier.from_arguments(**config)
 
 
 def _pretraining(size, kwargs):
     config = dict(ENCODERS[size], **DECODERS[size])
     config.update(kwargs)
     config.setdefault("name", f"videomae_vit{size.lower()}_pt")
-    return VideoMAEPretrainer(**config)
+    return VideoMAEPretrainer.from_arguments(**config)
 
 
 def VideoMAE_ViTS16FT(num_classes=400, **kwargs):

@@ -5,13 +5,13 @@ import numpy as np
 import keras
 from keras import ops
 
-from videomae_keras.configs import DECODER_DEFAULTS, num_masked_tokens
+from videomae_keras.configs import num_masked_tokens
 from videomae_keras.layers import InvalidSampleGuard, MaskedTokenIndex, VideoMAEDecoder
 from videomae_keras.initializers import TORCH_DEFAULT_KERNEL
 from videomae_keras.layers.common import dense
 from videomae_keras.layers.tokens import count_mismatches
 from videomae_keras.masking import num_decoded_tokens
-from videomae_keras.models.base import VideoMAEModelBase, split_encoder_kwargs
+from videomae_keras.models.base import VideoMAETask, check_arguments, model_kwargs
 from videomae_keras.training.losses import (
     dual_masking_loss,
     masked_index,
@@ -24,7 +24,7 @@ from videomae_keras.utils import concrete_numpy, static_shape
 
 
 @keras.saving.register_keras_serializable(package="videomae_keras")
-class VideoMAEPretrainer(VideoMAEModelBase):
+class VideoMAEPretrainer(VideoMAETask):
     """Masked video autoencoder: encoder on the visible tokens -> encoder_to_decoder ->
     decoder over [visible, mask tokens] -> pixel predictions for the masked tokens.
 
@@ -48,6 +48,9 @@ class VideoMAEPretrainer(VideoMAEModelBase):
     those of the plain model, so either can load the other's.
 
     Args:
+        backbone: a `VideoMAEBackbone`, the encoder (official pretraining: a final norm,
+            `use_final_norm=True`, and Xavier-uniform kernels); its bias, layer-scale,
+            dropout, drop-path and remat settings apply to the decoder too.
         mask_ratio, mask_type: give num_masked as the tube ("tube") or random ("random")
             generator would produce it.
         num_masked: the exact count of masked tokens per sample (overrides mask_ratio).
@@ -55,30 +58,41 @@ class VideoMAEPretrainer(VideoMAEModelBase):
             plain [0, 1] pixels; see `compute_loss`.
         decoder_mask_ratio: 0 (VideoMAE) or the running-cell decoder mask ratio of VideoMAE
             V2 dual masking; the decoded count, (1 - ratio) of every slice, is static.
-        use_final_norm: the encoder's final LayerNorm before the decoder (official models
-            and transformers hub configs have it; a transformers config with
-            use_mean_pooling=True has none).
-        decoder_*: decoder width, depth, heads, MLP size and LayerNorm epsilons, see
-            `videomae_keras.configs.DECODER_DEFAULTS`.
-        dtype: dtype policy, e.g. "mixed_bfloat16".
-        **kwargs: encoder arguments, see `videomae_keras.configs.ENCODER_DEFAULTS`.
+        decoder_hidden_dim, decoder_depth, decoder_num_heads, decoder_mlp_dim: the decoder's
+            width, blocks, heads and MLP size (ViT-B: 384, 4, 6, 1536).
+        decoder_layer_norm_epsilon: the decoder blocks' norms (transformers: 1e-12).
+        decoder_norm_epsilon: the decoder's final norm (transformers: 1e-5).
+        dtype: dtype policy of the decoder (default: the backbone's).
     """
 
     def __init__(
         self,
+        backbone,
         *,
         mask_ratio=0.9,
         mask_type="tube",
         num_masked=None,
-        use_final_norm=True,
         norm_pix_loss=True,
         decoder_mask_ratio=0.0,
+        decoder_hidden_dim=384,
+        decoder_depth=4,
+        decoder_num_heads=6,
+        decoder_mlp_dim=1536,
+        decoder_layer_norm_epsilon=1e-6,
+        decoder_norm_epsilon=1e-6,
         name="videomae_pretrainer",
         dtype=None,
         **kwargs,
     ):
-        config, model_kwargs = split_encoder_kwargs(kwargs, DECODER_DEFAULTS)
-        video, grid = self._video_input(config)
+        dtype = self._task_dtype(backbone, dtype)
+        decoder_config = check_arguments(dict(
+            decoder_hidden_dim=decoder_hidden_dim, decoder_depth=decoder_depth,
+            decoder_num_heads=decoder_num_heads, decoder_mlp_dim=decoder_mlp_dim,
+            decoder_layer_norm_epsilon=decoder_layer_norm_epsilon,
+            decoder_norm_epsilon=decoder_norm_epsilon,
+        ))
+        arch = backbone.architecture
+        grid = backbone.grid
         num_tokens = grid[0] * grid[1] * grid[2]
         if num_masked is None:
             num_masked = num_masked_tokens(grid, mask_ratio, mask_type)
@@ -88,39 +102,34 @@ class VideoMAEPretrainer(VideoMAEModelBase):
                 f"num_masked must be between 1 and {num_tokens - 1} (of {num_tokens} tokens); "
                 f"got {num_masked}."
             )
+        video = keras.Input(backbone.video_shape, name="video")
         bool_masked_pos = keras.Input((num_tokens,), dtype="bool", name="bool_masked_pos")
         decoder_mask_ratio = float(decoder_mask_ratio or 0.0)
         num_decoded = num_decoded_tokens(grid, decoder_mask_ratio) or None
 
-        encoder = self._make_encoder(
-            config,
-            use_final_norm=use_final_norm,
-            kernel_initializer="glorot_uniform",
-            dtype=dtype,
-        )
         visible_index, masked_index, valid = MaskedTokenIndex(
             num_masked, dtype=dtype, name="token_index"
         )(bool_masked_pos)
-        x = encoder(video, visible_index=visible_index)
+        x = backbone.encoder(video, visible_index=visible_index)
         # the official encoder_to_decoder keeps torch's default Linear init
-        x = dense(config["decoder_hidden_dim"], TORCH_DEFAULT_KERNEL, "encoder_to_decoder", dtype,
-                  use_bias=False)(x)
-        patch = config["patch_size"]
+        x = dense(decoder_config["decoder_hidden_dim"], TORCH_DEFAULT_KERNEL,
+                  "encoder_to_decoder", dtype, use_bias=False)(x)
+        patch = arch["patch_size"]
         decoder = VideoMAEDecoder(
             num_tokens=num_tokens,
-            hidden_dim=config["decoder_hidden_dim"],
-            depth=config["decoder_depth"],
-            num_heads=config["decoder_num_heads"],
-            mlp_dim=config["decoder_mlp_dim"],
-            output_dim=config["num_channels"] * config["tubelet_size"] * patch * patch,
-            qv_bias=config["qv_bias"],
-            init_values=config["init_values"],
-            dropout_rate=config["dropout_rate"],
-            attention_dropout_rate=config["attention_dropout_rate"],
-            drop_path_rate=config["drop_path_rate"],
-            remat=config["remat"],
-            layer_norm_epsilon=config["decoder_layer_norm_epsilon"],
-            norm_epsilon=config["decoder_norm_epsilon"],
+            hidden_dim=decoder_config["decoder_hidden_dim"],
+            depth=decoder_config["decoder_depth"],
+            num_heads=decoder_config["decoder_num_heads"],
+            mlp_dim=decoder_config["decoder_mlp_dim"],
+            output_dim=arch["num_channels"] * arch["tubelet_size"] * patch * patch,
+            qv_bias=arch["qv_bias"],
+            init_values=arch["init_values"],
+            dropout_rate=arch["dropout_rate"],
+            attention_dropout_rate=arch["attention_dropout_rate"],
+            drop_path_rate=arch["drop_path_rate"],
+            remat=arch["remat"],
+            layer_norm_epsilon=decoder_config["decoder_layer_norm_epsilon"],
+            norm_epsilon=decoder_config["decoder_norm_epsilon"],
             dtype=dtype,
             name="decoder",
         )
@@ -136,16 +145,22 @@ class VideoMAEPretrainer(VideoMAEModelBase):
             x = decoder(x, visible_index, decoded_index)
             x = InvalidSampleGuard(dtype=dtype, name="decoder_mask_guard")(x, decode_valid)
         x = InvalidSampleGuard(dtype=dtype, name="mask_guard")(x, valid)
-        super().__init__(inputs=inputs, outputs=x, name=name, **model_kwargs)
-        self.encoder = encoder
+        super().__init__(inputs=inputs, outputs=x, name=name,
+                         **model_kwargs(type(self), kwargs))
+        self.backbone = backbone
         self.decoder = decoder
         self.num_masked = num_masked
         self.num_decoded = num_decoded
         self.decoder_mask_ratio = decoder_mask_ratio
         self.norm_pix_loss = bool(norm_pix_loss)
-        config.update(num_masked=num_masked, use_final_norm=bool(use_final_norm),
-                      norm_pix_loss=self.norm_pix_loss, decoder_mask_ratio=decoder_mask_ratio)
-        self._finish_init(config, grid, dtype)
+        config = dict(num_masked=num_masked, norm_pix_loss=self.norm_pix_loss,
+                      decoder_mask_ratio=decoder_mask_ratio, **decoder_config)
+        self._finish_init(config, dtype)
+
+    @classmethod
+    def backbone_defaults(cls, task_arguments):
+        """The official pretraining encoder: a final norm and Xavier-uniform kernels."""
+        return {"use_final_norm": True, "kernel_initializer": "glorot_uniform"}
 
     @property
     def input_names(self):
@@ -190,7 +205,7 @@ class VideoMAEPretrainer(VideoMAEModelBase):
         from the video); a compiled loss, if any, is added."""
         inputs = self._split_inputs(x, self.input_names)
         if self.num_decoded is None:
-            config = self._videomae_config
+            config = self.architecture
             targets = pretraining_targets(
                 inputs[0], inputs[1], self.num_masked, config["tubelet_size"],
                 config["patch_size"], self.norm_pix_loss,
@@ -209,7 +224,7 @@ class VideoMAEPretrainer(VideoMAEModelBase):
     def _dual_masking_loss(self, video, bool_masked_pos, decoder_mask, y_pred):
         """VideoMAE V2: targets at the decoded tokens (ascending), each token weighted by
         its encoder mask, sum(weight * token MSE) / sum(weight)."""
-        config = self._videomae_config
+        config = self.architecture
         patches = pretraining_patches(
             video, config["tubelet_size"], config["patch_size"], self.norm_pix_loss
         )

@@ -136,7 +136,7 @@ class WarmupCosineDecay(keras.optimizers.schedules.LearningRateSchedule):
 def layer_decay_scales(model, decay=0.75):
     """{variable path: decay ** (L + 1 - layer id)}: layer 0 for the patch embedding (and
     mask token), i + 1 for encoder block i, L + 1 for everything after the blocks."""
-    depth = model.get_config()["depth"]
+    depth = model.architecture["depth"]
     scales = {}
     for variable in model.trainable_variables:
         path = variable.path

@@ -295,11 +295,11 @@ def pretrain(train_list, out_dir, architecture=None, epochs=100, batch_size=16, 
                       decoder_mask_ratio=decoder_mask_ratio, dtype=dtype, remat=remat,
                       **model_kwargs)
         if architecture == "tiny":
-            model = VideoMAEPretrainer(**TINY_ENCODER, **TINY_DECODER, **kwargs)
+            model = VideoMAEPretrainer.from_arguments(**TINY_ENCODER, **TINY_DECODER, **kwargs)
         elif architecture:
             model = architecture_factory(architecture)(**kwargs)
         else:
-            model = VideoMAEPretrainer(**kwargs)
+            model = VideoMAEPretrainer.from_arguments(**kwargs)
         data = VideoClipDataset(
             samples, "pretrain", num_frames, image_size, batch_size,
             sampling_rate=sampling_rate, seed=seed,
@@ -333,27 +333,27 @@ def classifier_from_pretrained(pretrained, num_classes, drop_path_rate=0.1, head
     by 0.001, as the official fine-tuning does; `class_names` are stored in the model;
     `remat` as in `finetune`. Returns (classifier, transferred count)."""
     from videomae_keras.convert import from_pretrained
-    from videomae_keras.models import VideoMAEClassifier
+    from videomae_keras.models import VideoMAEBackbone, VideoMAEClassifier
 
     source = pretrained if isinstance(pretrained, keras.Model) else from_pretrained(pretrained)
-    config = source.get_config()
-    keep = ("num_frames", "image_size", "num_channels", "patch_size", "tubelet_size",
-            "hidden_dim", "depth", "num_heads", "mlp_dim", "qv_bias", "init_values",
-            "layer_norm_epsilon")
-    kwargs = {k: config[k] for k in keep if k in config}
-    model = VideoMAEClassifier(num_classes=num_classes, drop_path_rate=drop_path_rate,
-                               head_dropout_rate=head_dropout,
-                               fc_norm_epsilon=config.get("layer_norm_epsilon", 1e-6),
-                               class_names=class_names, dtype=dtype, remat=remat, **kwargs)
+    # the pretrained architecture, without its final norm (the official recipe drops it:
+    # mean pooling and fc_norm replace it) and with the fine-tuning drop path and remat
+    architecture = {k: v for k, v in source.architecture.items()
+                    if k not in ("num_masked", "use_final_norm", "drop_path_rate", "remat")}
+    backbone = VideoMAEBackbone(**architecture, drop_path_rate=drop_path_rate, remat=remat,
+                                dtype=dtype)
     weights = {v.path: v for v in source.encoder.weights}
     transferred = 0
-    for variable in model.encoder.weights:
+    for variable in backbone.weights:
         match = weights.get(variable.path)
         if match is not None and tuple(match.shape) == tuple(variable.shape):
             variable.assign(keras.ops.convert_to_numpy(match))
             transferred += 1
     if transferred == 0:
         raise ValueError("No encoder weight of the pretrained model fits the classifier.")
+    model = VideoMAEClassifier(backbone, num_classes=num_classes, head_dropout_rate=head_dropout,
+                               fc_norm_epsilon=architecture["layer_norm_epsilon"],
+                               class_names=class_names)
     return model, transferred
 
 
