@@ -106,7 +106,7 @@ def cores_needed(rows):
         with keras.StatelessScope():  # the config only; no weights are made
             model = architecture_factory(name)(**({"num_classes": 400}
                                                   if name.endswith("FT") else {}))
-        flops = 6 * count(model.get_config())["flops"]
+        flops = 6 * count(model.arguments())["flops"]
         mode = "train" if name.endswith("FT") else "pretrain"
         for chip, peak in PEAK_TFLOPS.items():
             clips = peak * 1e12 * UTILISATION / flops

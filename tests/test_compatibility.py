@@ -43,7 +43,11 @@ def test_release_0_1_files_load_and_give_the_same_outputs(name, arrays):
     model = keras.saving.load_model(os.path.join(HERE, f"{name}.keras"), safe_mode=True)
     assert type(model) is TYPES[name.split("_")[0]]
     output = np.asarray(model.predict_on_batch(_inputs(name, arrays)))
-    np.testing.assert_allclose(output, arrays[f"{name}_output"], atol=1e-5, rtol=1e-5)
+    expected = arrays[f"{name}_output"]
+    # float32 rounding across backends: 1e-5, or 1e-6 of the outputs' scale where they are
+    # large (random weights give backbone tokens up to about 35)
+    atol = 1e-6 * max(10.0, float(np.abs(expected).max()))
+    np.testing.assert_allclose(output, expected, atol=atol, rtol=1e-5)
     # through from_pretrained too, and saved again by today's code: the same outputs
     again = vk.from_pretrained(os.path.join(HERE, f"{name}.keras"))
     np.testing.assert_allclose(np.asarray(again.predict_on_batch(_inputs(name, arrays))),

@@ -67,7 +67,7 @@ def reconstruction_losses(model, samples, train_colour, seed=0):
     trivial predictor is zero (each target patch has mean 0 and variance about 1)."""
     data = VideoClipDataset(samples, "eval", FRAMES, SIZE, 16, sampling_rate=RATE)
     masks = TubeMaskingGenerator(model.grid, MASK_RATIO, seed=seed)
-    config = model.get_config()
+    config = model.architecture
     errors = {"model": [], "data-set mean": [], "clip mean": []}
     for index in range(len(data)):
         video, _ = data[index]

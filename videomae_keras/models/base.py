@@ -293,7 +293,6 @@ class VideoMAETask(VideoMAEModelBase):
         return cls(VideoMAEBackbone(**backbone_arguments), **task_arguments)
 
 
-
 def split_arguments(cls, arguments):
     """(backbone arguments, task arguments) from one flat dict; `dtype` goes to both, a name
     neither takes raises one TypeError that lists what they take."""
