@@ -97,15 +97,14 @@ def cores_needed(rows):
     UTILISATION of the peak) over the clips per second one loader core gives (measured)."""
     import keras
 
-    from videomae_keras.convert.loading import architecture_factory
+    from videomae_keras.models.factories import build
     from videomae_keras.flops import count
 
     per_core = {r["mode"]: r["clips_per_s_per_worker"] for r in rows if r["workers"] == 1}
     estimates = []
     for name in ("B16FT", "L16FT", "g14FT", "B16PT", "L16PT", "g14PT"):
         with keras.StatelessScope():  # the config only; no weights are made
-            model = architecture_factory(name)(**({"num_classes": 400}
-                                                  if name.endswith("FT") else {}))
+            model = build(name)
         flops = 6 * count(model.arguments())["flops"]
         mode = "train" if name.endswith("FT") else "pretrain"
         for chip, peak in PEAK_TFLOPS.items():

@@ -26,10 +26,10 @@ def measure(tokens, repeats):
     import torch
     import transformers
 
-    from videomae_keras.configs import ENCODERS
+    from videomae_keras.presets import SIZES
     from videomae_keras.layers import TransformerBlock
 
-    config = ENCODERS["B"]
+    config = SIZES["B16"].backbone
     hidden, heads, mlp = config["hidden_dim"], config["num_heads"], config["mlp_dim"]
     ours = TransformerBlock(hidden, heads, mlp)
     hf_config = transformers.VideoMAEConfig(hidden_size=hidden, num_attention_heads=heads,

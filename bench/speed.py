@@ -133,14 +133,16 @@ def _keras_case(variant, case, repeats):
 def _transformers_model(kind, size):
     import transformers
 
-    from videomae_keras.configs import DECODERS, ENCODERS, OFFICIAL_EPSILONS
+    from videomae_keras.configs import OFFICIAL_EPSILONS
     from videomae_keras.convert.reference import transformers_config
+    from videomae_keras.presets import SIZES
 
     task = "classifier" if kind in ("ft", "int8") else "pretrainer"
-    config = dict(ENCODERS[size], num_frames=FRAMES, image_size=SIZE, tubelet_size=2,
+    preset = SIZES[size + "16"]  # the sizes benched here all use patch 16
+    config = dict(preset.backbone, num_frames=FRAMES, image_size=SIZE, tubelet_size=2,
                   num_channels=3, qv_bias=True, num_classes=400, use_mean_pooling=True,
                   mask_ratio=MASK_RATIO, **OFFICIAL_EPSILONS,
-                  **(DECODERS[size] if task == "pretrainer" else {}))
+                  **(preset.decoder if task == "pretrainer" else {}))
     hf_config = transformers.VideoMAEConfig(**transformers_config(config, task))
     hf_config._attn_implementation = "sdpa"
     cls = (transformers.VideoMAEForVideoClassification if task == "classifier"

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import reference
-from videomae_keras import cli, registry
+from videomae_keras import cli, presets
 from videomae_keras.convert import from_pretrained
 from videos import moving_frames, write_video
 
@@ -48,7 +48,7 @@ def test_predict_json_with_kinetics_labels(fixtures, capsys):
     assert code == 0, err
     result = json.loads(out)
     assert result["views"] == "2x3" and result["sampling"] == "dense"
-    names = registry.labels("kinetics400")
+    names = presets.labels("kinetics400")
     assert len(result["top"]) == 3
     probabilities = [t["probability"] for t in result["top"]]
     assert probabilities == sorted(probabilities, reverse=True) and sum(probabilities) <= 1.0

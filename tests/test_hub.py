@@ -15,7 +15,7 @@ import torch
 
 import reference
 import videomae_keras as vk
-from videomae_keras import cli, hub, registry
+from videomae_keras import cli, hub, presets
 
 VIT_S_HF = dict(hidden_size=384, num_attention_heads=16, intermediate_size=1536, num_labels=400)
 VIT_S_OFFICIAL = dict(hidden_size=384, num_attention_heads=6, intermediate_size=1536, num_labels=400)
@@ -164,7 +164,7 @@ def test_google_drive_checkpoint_through_the_confirmation_page(server, tmp_path,
     """videomae-s-k400-ft-1600e: an official DeepSpeed file ('module') on Google Drive."""
     hf = reference.set_official_epsilons(reference.hf_model("classifier", seed=53, **VIT_S_OFFICIAL))
     path = reference.save_official(reference.official_state_dict(hf), str(tmp_path / "s.pth"), "module")
-    drive_id = registry.entry("videomae-s-k400-ft-1600e")["files"][0]["gdrive_id"]
+    drive_id = presets.checkpoint("videomae-s-k400-ft-1600e")["files"][0]["gdrive_id"]
     server.drive[drive_id] = open(path, "rb").read()
     pixels, video = reference.random_video(VIT_S_OFFICIAL, batch=1, seed=54)
 
@@ -195,7 +195,7 @@ independent = pytest.mark.backend_independent
 @pytest.fixture
 def small_entries(monkeypatch, tmp_path):
     """Two small checkpoints registered for the test: one on Google Drive, one on the Hub."""
-    data = copy.deepcopy(registry._registry())
+    data = copy.deepcopy(presets._registry())
     official = reference.set_official_epsilons(
         reference.hf_model("classifier", seed=56, image_size=32, patch_size=8, num_frames=4,
                            hidden_size=384, num_hidden_layers=1, num_attention_heads=6,
@@ -221,7 +221,7 @@ def small_entries(monkeypatch, tmp_path):
         ],
         "model_args": {}, "dataset": "test",
     }
-    monkeypatch.setattr(registry, "_registry", lambda: data)
+    monkeypatch.setattr(presets, "_registry", lambda: data)
     return {"official": open(path, "rb").read(), "hf": str(tmp_path / "hf"), "data": data}
 
 

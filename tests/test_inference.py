@@ -9,7 +9,7 @@ import pytest
 import keras
 
 from videomae_keras import VideoMAEBackbone, VideoMAEClassifier, VideoMAEPretrainer
-from videomae_keras import extract_features, predict_video, registry
+from videomae_keras import extract_features, predict_video, presets
 from videomae_keras.inference import load_views, parse_views
 from videos import moving_frames, write_video
 
@@ -92,7 +92,7 @@ def test_predict_averages_softmax_over_views(lossless_video):
     np.testing.assert_allclose(result.probabilities, expected, atol=1e-5)
     np.testing.assert_allclose(result.view_probabilities, per_view, atol=1e-5)
     assert [t["index"] for t in result.top] == list(np.argsort(-expected)[:4])
-    names = registry.labels("kinetics400")
+    names = presets.labels("kinetics400")
     assert [t["label"] for t in result.top] == [names[t["index"]] for t in result.top]
     assert result.label == result.top[0]["label"]
     # batching is invisible
@@ -106,7 +106,7 @@ def test_ssv2_heads_use_segment_sampling(lossless_video):
     path, _ = lossless_video
     result = predict_video(small_classifier(174), path, top_k=2)
     assert result.sampling == "segment" and result.views == (2, 3)
-    assert result.top[0]["label"] == registry.labels("ssv2")[result.top[0]["index"]]
+    assert result.top[0]["label"] == presets.labels("ssv2")[result.top[0]["index"]]
 
 
 def test_labels_unknown_size_file_and_mismatch(lossless_video, tmp_path):

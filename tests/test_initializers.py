@@ -85,7 +85,9 @@ def test_initial_weights_follow_the_official_distributions(pretraining):
 def test_no_two_weights_start_equal(kind):
     """One shared unseeded initialiser gave every block the same kernels (Keras draws an
     unseeded initialiser's seed once, when it is made)."""
-    from videomae_keras.configs import TINY_DECODER, TINY_ENCODER
+    from videomae_keras.presets import SIZES
+
+    TINY_ENCODER, TINY_DECODER = SIZES["tiny"].backbone, SIZES["tiny"].decoder
 
     args = dict(num_frames=8, image_size=32, **TINY_ENCODER)
     model = (vk.VideoMAEClassifier.from_arguments(num_classes=4, **args) if kind == "classifier"
@@ -117,7 +119,9 @@ def test_seeded_initializers_stay_reproducible_and_distinct():
 
 
 def test_building_for_loading_draws_nothing_and_keeps_the_real_initializers():
-    from videomae_keras.configs import TINY_ENCODER
+    from videomae_keras.presets import SIZES
+
+    TINY_ENCODER = SIZES["tiny"].backbone
 
     model = build_for_loading(vk.VideoMAEClassifier.from_arguments, num_classes=4, num_frames=8,
                               image_size=32, **TINY_ENCODER)

@@ -181,10 +181,10 @@ def test_block_with_layer_scale_and_epsilon():
     block = layers.TransformerBlock(8, 2, 16, init_values=0.1, layer_norm_epsilon=1e-12)
     x = RNG.standard_normal((2, 5, 8)).astype("float32")
     block.build(x.shape)
-    names = {w.path.split("/")[-1] for w in block.weights}
-    assert {"gamma_1", "gamma_2", "q_bias", "v_bias"} <= names
+    names = {"/".join(w.path.split("/")[-2:]) for w in block.weights}
+    assert {"gamma_1/gamma", "gamma_2/gamma", "attn/q_bias", "attn/v_bias"} <= names
     assert block.norm1.epsilon == 1e-12 and block.norm2.epsilon == 1e-12
-    np.testing.assert_allclose(_np(block.gamma_1), 0.1)
+    np.testing.assert_allclose(_np(block.layer_scale_1.gamma), 0.1)
     y = x + 0.1 * _np(block.attn(block.norm1(x)))
     y = y + 0.1 * _np(block.mlp(block.norm2(y)))
     np.testing.assert_allclose(_np(block(x)), y, atol=1e-5)

@@ -5,7 +5,7 @@ import pytest
 
 import keras
 import videomae_keras as vk
-from videomae_keras.configs import DECODERS, ENCODERS
+from videomae_keras.presets import SIZES
 
 BACKEND = keras.backend.backend()
 TINY = dict(num_frames=4, image_size=32, patch_size=8, depth=2, hidden_dim=48, num_heads=4,
@@ -104,7 +104,8 @@ def test_a_task_needs_a_backbone():
 
 def _expected_params(size, num_classes=None, pretraining=False):
     """Parameters of the official architecture, counted from its definition (facts file 3.1-3.2)."""
-    enc = ENCODERS[size]
+    preset = SIZES[size + ("14" if size == "g" else "16")]
+    enc = preset.backbone
     d, depth, m, p = enc["hidden_dim"], enc["depth"], enc["mlp_dim"], enc["patch_size"]
 
     def block(dim, mlp):  # norm1, qkv (no bias) + q_bias + v_bias, proj, norm2, fc1, fc2
@@ -113,7 +114,7 @@ def _expected_params(size, num_classes=None, pretraining=False):
     count = 3 * 2 * p * p * d + d + depth * block(d, m)
     if not pretraining:
         return count + 2 * d + d * num_classes + num_classes  # fc_norm, head
-    dec = DECODERS[size]
+    dec = preset.decoder
     dd, out = dec["decoder_hidden_dim"], 3 * 2 * p * p
     count += 2 * d  # encoder norm
     count += d * dd + dd  # encoder_to_decoder (no bias), mask_token

@@ -7,22 +7,23 @@ import sys
 import pytest
 
 import videomae_keras as vk
-from videomae_keras import hub, registry
+from videomae_keras import hub, presets
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def test_every_entry_is_complete_and_consistent():
-    names = registry.names()
+    names = presets.names()
     assert len(names) >= 36
     for name in names:
-        info = registry.entry(name)
+        info = presets.checkpoint(name)
         assert info["task"] in ("classifier", "pretrainer", "backbone"), name
         assert info["layout"] in ("official", "transformers"), name
-        assert hasattr(vk, info["factory"]), name
-        size = info["architecture"].split("-")[1].split("/")[0]
-        if info["task"] != "backbone":
-            assert info["factory"].startswith(f"VideoMAE_ViT{size}"), name
+        arch = info["architecture_name"]  # the size and task name an architecture preset
+        size, task = presets.architecture(arch) if info["task"] != "backbone" else (arch, None)
+        assert presets.SIZES[size].title == info["architecture"], name
+        if task is not None:
+            assert task == info["task"] and hasattr(vk, presets.factory_name(arch)), name
         for spec in info["files"]:
             urls = spec["url"] if isinstance(spec["url"], list) else [spec["url"]]
             assert all(u.startswith(("https://drive.google.com/", "https://huggingface.co/"))
@@ -32,13 +33,13 @@ def test_every_entry_is_complete_and_consistent():
         if info["task"] == "classifier":
             assert 0 < info["top1"] <= 100 and info["num_classes"] in (101, 174, 400, 710), name
             if info["labels"]:
-                assert len(registry.labels(info["labels"])) == info["num_classes"], name
+                assert len(presets.labels(info["labels"])) == info["num_classes"], name
             else:
                 assert info["num_classes"] == 710 and info["label_index_map"], name
 
 
 def test_the_zoo_is_covered():
-    names = set(registry.names())
+    names = set(presets.names())
     official_v1 = {f"videomae-{s}-k400-{t}-1600e" for s in "sblh" for t in ("pt", "ft")}
     official_v1 |= {"videomae-b-k400-pt-800e", "videomae-b-k400-ft-800e",
                     "videomae-s-ssv2-pt-2400e", "videomae-s-ssv2-ft-2400e",
@@ -49,26 +50,26 @@ def test_the_zoo_is_covered():
           "videomaev2-s-k710-distill", "videomaev2-b-k710-distill"}
     hub_repos = {n for n in names if n.startswith("MCG-NJU/")}
     assert official_v1 <= names and v2 <= names and len(hub_repos) == 13
-    assert registry.entry("videomae-h-k400-pt-1600e")["task"] == "backbone"  # encoder only
-    assert registry.entry("videomae-b-ucf101-pt-3200e")["model_args"]["mask_ratio"] == 0.75
+    assert presets.checkpoint("videomae-h-k400-pt-1600e")["task"] == "backbone"  # encoder only
+    assert presets.checkpoint("videomae-b-ucf101-pt-3200e")["model_args"]["mask_ratio"] == 0.75
 
 
 def test_label_maps():
-    k400, ssv2, ucf = (registry.labels(n) for n in ("kinetics400", "ssv2", "ucf101"))
+    k400, ssv2, ucf = (presets.labels(n) for n in ("kinetics400", "ssv2", "ucf101"))
     assert (len(k400), len(ssv2), len(ucf)) == (400, 174, 101)
     for names in (k400, ssv2, ucf):
         assert len(set(names)) == len(names) and all(n and n == n.strip() for n in names)
     assert list(k400) == sorted(k400) and k400[0] == "abseiling" and "eating spaghetti" in k400
     assert ssv2[0] == "Approaching something with your camera"
     assert ucf[0] == "ApplyEyeMakeup" and ucf[-1] == "YoYo"
-    index = registry.label_index_map("kinetics710_to_kinetics400")
+    index = presets.label_index_map("kinetics710_to_kinetics400")
     assert len(index) == 400 and len(set(index)) == 400 and 0 <= min(index) and max(index) < 710
-    assert registry.labels_for(174) == "ssv2" and registry.labels_for(7) is None
+    assert presets.labels_for(174) == "ssv2" and presets.labels_for(7) is None
 
 
 def test_unknown_names_get_suggestions():
     with pytest.raises(KeyError, match="Did you mean videomae-b-k400-ft-1600e"):
-        registry.entry("videomae-b-k400-ft-1600")
+        presets.checkpoint("videomae-b-k400-ft-1600")
 
 
 def test_endpoints_can_be_redirected(monkeypatch):
@@ -85,6 +86,6 @@ def test_model_zoo_is_generated_from_the_registry():
                           "--check"], capture_output=True, text=True)
     assert run.returncode == 0, run.stderr
     text = open(os.path.join(ROOT, "MODEL_ZOO.md"), encoding="utf-8").read()
-    for name in registry.names():
+    for name in presets.names():
         assert f"videomae-keras port {name} --out" in text
     assert "encoder only" in text and "16 heads" in text and "710" in text

@@ -17,7 +17,7 @@ from videomae_keras.training import (
     layer_decay_scales,
     pretraining_optimizer,
 )
-from videomae_keras.training.losses import SmoothedCrossentropy
+from videomae_keras.losses import SmoothedCrossentropy
 from videomae_keras.training.optimizers import default_no_decay
 
 
@@ -175,7 +175,7 @@ def test_mixed_bfloat16_training():
 
 def test_soft_targets_are_not_smoothed_twice():
     from videomae_keras.data import mixed_targets
-    from videomae_keras.training.losses import SmoothedCrossentropy
+    from videomae_keras.losses import SmoothedCrossentropy
 
     logits = np.random.default_rng(0).standard_normal((4, 5)).astype(np.float32)
     labels = np.array([0, 3, 1, 4])

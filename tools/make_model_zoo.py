@@ -13,7 +13,7 @@ import sys
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from videomae_keras import configs, flops  # noqa: E402
+from videomae_keras import configs, flops, presets  # noqa: E402
 from videomae_keras.models import VideoMAEBackbone  # noqa: E402
 from videomae_keras.models.base import default_arguments  # noqa: E402
 
@@ -28,13 +28,14 @@ SECTIONS = [
 def architecture_config(info):
     """The model arguments of a registry entry, for counting (no model is built)."""
     size = info["architecture"].split("-")[1].split("/")[0]
-    config = dict(default_arguments(VideoMAEBackbone), **configs.ENCODERS[size])
+    preset = next(s for s in presets.SIZES.values() if s.title == info["architecture"])
+    config = dict(default_arguments(VideoMAEBackbone), **preset.backbone)
     if info["family"].startswith("VideoMAE (transformers") and size == "S":
         config["num_heads"] = 16  # transformers' small conversions
     if info["task"] == "classifier":
         config.update(num_classes=info["num_classes"], use_mean_pooling=True)
     elif info["task"] == "pretrainer":
-        config.update(configs.DECODERS[size], use_final_norm=True)
+        config.update(preset.decoder, use_final_norm=True)
         grid = configs.grid_size(16, 224, config["patch_size"], 2)
         config["num_masked"] = configs.num_masked_tokens(
             grid, info.get("model_args", {}).get("mask_ratio", 0.9)
@@ -167,7 +168,7 @@ class per line in head order, and `k710_to_k400.json`, the 400 rows of a 710-way
 head that score the Kinetics-400 classes. `labels/SOURCES.md` says where each comes from and
 how it was checked; the 710-to-400 map was derived from public sources and cross-checked,
 since VideoMAE V2's own file was not available. The 710 class names themselves are not
-shipped. `videomae_keras.registry.labels("kinetics400")` reads them.
+shipped. `videomae_keras.presets.labels("kinetics400")` reads them.
 
 ## Known traps
 

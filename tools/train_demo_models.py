@@ -38,7 +38,7 @@ from videomae_keras.data import (  # noqa: E402
 from videomae_keras.data.synthetic import _write  # noqa: E402
 from videomae_keras.masking import TubeMaskingGenerator  # noqa: E402
 from videomae_keras.patches import patchify  # noqa: E402
-from videomae_keras.training.losses import pretraining_targets  # noqa: E402
+from videomae_keras.losses import pretraining_targets  # noqa: E402
 from videomae_keras.video import unnormalize  # noqa: E402
 from videomae_keras.training.run import evaluate, finetune, pretrain  # noqa: E402
 

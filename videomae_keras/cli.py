@@ -125,14 +125,14 @@ def add_port_arguments(parser):
 
 
 def run_port(args):
-    from videomae_keras import registry
+    from videomae_keras import presets
 
     if args.list:
         from videomae_keras.hub import recorded_digest
 
         print(f"{'name':<48} {'backbone':<9} {'task':<10} {'dataset':<24} {'top-1':<6} sha256")
-        for name in registry.names():
-            info = registry.entry(name)
+        for name in presets.names():
+            info = presets.checkpoint(name)
             accuracy = str(info["top1"]) if info.get("top1") is not None else "-"
             print(f"{name:<48} {info['architecture']:<9} {info['task']:<10} "
                   f"{info['dataset']:<24} {accuracy:<6} {recorded_digest(name)}")
@@ -240,7 +240,7 @@ def add_view_arguments(parser, views_help):
 
 
 def _load_weights(args, stages, **overrides):
-    from videomae_keras import registry
+    from videomae_keras import presets
     from videomae_keras.convert import from_pretrained
     from videomae_keras.inference import optimize_for_inference
 
@@ -265,8 +265,8 @@ def _load_weights(args, stages, **overrides):
     jit = {"auto": "auto", "on": True, "off": False}[getattr(args, "jit", "auto")]
     optimize_for_inference(model, jit_compile=jit, int8=getattr(args, "int8", False))
     label_map = None
-    if registry.is_registered(args.weights):
-        label_map = registry.entry(args.weights).get("label_map")
+    if presets.is_registered(args.weights):
+        label_map = presets.checkpoint(args.weights).get("label_map")
     return model, label_map
 
 
@@ -291,7 +291,7 @@ def _each_video(command, videos, stages, describe, function):
 
 
 def run_predict(args):
-    from videomae_keras import registry
+    from videomae_keras import presets
     from videomae_keras.inference import predict_video
     from videomae_keras.progress import Stages
 
@@ -301,7 +301,7 @@ def run_predict(args):
     labels = args.labels
     if labels is None and label_map and not getattr(model, "class_names", None):
         try:
-            registry.labels(label_map)
+            presets.labels(label_map)
             labels = label_map
         except KeyError:
             labels = False  # a label space we do not ship (e.g. Kinetics-710): indices

@@ -10,7 +10,7 @@ import json
 import os
 import sys
 
-from videomae_keras import registry
+from videomae_keras import presets
 
 FILES = {
     "classifier": "demo/tiny_finetuned.keras",
@@ -23,7 +23,7 @@ FILES = {
 
 def demo_files():
     """Paths of the shipped demo files; a clear error if the installation lacks them."""
-    paths = {key: registry.data_path(relative) for key, relative in FILES.items()}
+    paths = {key: presets.data_path(relative) for key, relative in FILES.items()}
     missing = [relative for key, relative in FILES.items() if not os.path.isfile(paths[key])]
     if missing:
         raise FileNotFoundError(

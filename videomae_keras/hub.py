@@ -1,8 +1,8 @@
-"""Registered checkpoints by name: download once, check, convert once, then load offline.
+"""The download cache of registered checkpoints: fetch once, check, keep, then work offline.
 
-`load(name)` returns the Keras model. The first call fetches the source files, checks
-them, converts them with `from_pretrained` and saves a `.keras` file in this package's cache;
-later calls load that file without the network.
+`fetched(name)` gives the checked source files; `converted_path(name)` is where loading
+(`convert.loading.load_registered`, what `from_pretrained(name)` calls) keeps the converted
+`.keras` file, so later loads need no network.
 
 - Files on the Hugging Face Hub (transformers checkpoints, VideoMAE V2 releases) come
   through `huggingface_hub`: its cache (shared with transformers, so a checkpoint it already
@@ -36,7 +36,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 
-from videomae_keras import registry
+from videomae_keras import presets
 from videomae_keras.atomic import atomic_output, file_sha256
 from videomae_keras.progress import Stages
 
@@ -200,7 +200,7 @@ class _Downloaded:
 
 
 def _fetch(name, stages=None):
-    info = registry.entry(name)
+    info = presets.checkpoint(name)
     stages = stages or Stages(0, enabled=False)
     if offline():
         missing = [spec for spec in info["files"] if _cached(name, spec) is None]
@@ -440,7 +440,7 @@ def _write_record(path, digest):
 def recorded_digest(name):
     """How an entry's files are checked: "published", "recorded" (a digest was recorded at
     the first download, in this cache) or "on first download" (not downloaded here yet)."""
-    info = registry.entry(name)
+    info = presets.checkpoint(name)
     if all(spec.get("sha256") for spec in info["files"]):
         return "published"
     drive = [os.path.join(entry_dir(name), "source", f) + ".sha256"
@@ -551,58 +551,6 @@ def _check_content(temp, path):
         f"the downloaded data is not a valid {name} (it starts with {head[:12]!r}; a web page "
         "instead of the file?)"
     )
-
-
-# --- converting and loading ---------------------------------------------------------------------
-
-def load(name, progress=True, **overrides):
-    """The Keras model of registered checkpoint `name`, downloading and converting on first use.
-
-    Keyword overrides (num_frames, image_size, drop_path_rate, ...) rebuild the model with
-    those arguments around the cached weights. Classifiers of a shipped label space carry
-    its class names.
-    """
-    from videomae_keras.convert.loading import from_pretrained, load_keras_model, rebuild
-
-    info = registry.entry(name)
-    path = converted_path(name)
-    if not os.path.exists(path):
-        stages = Stages(2, enabled=progress)
-        with fetched(name, stages) as source:
-            model = stages.run(
-                f"convert {name}", from_pretrained, source, **info.get("model_args", {})
-            )
-        names = class_names_of(info, model)
-        if names:
-            model = rebuild(model, class_names=names)
-        with atomic_output(path, overwrite=True, suffix=".keras") as temp:
-            model.save(temp)
-    else:
-        try:
-            model = load_keras_model(path)
-        except Exception as e:
-            raise RuntimeError(
-                f"The converted model of {name} in the cache ({path}) cannot be loaded ({e}). "
-                f"Delete it (videomae_keras.hub.remove({name!r})) and it is converted again."
-            ) from None
-    if overrides:
-        model = rebuild(model, **overrides)
-    model.registry_entry = info
-    return model
-
-
-def class_names_of(info, model):
-    """The class names of a registered classifier's label space, when this package ships
-    them and they fit the head (e.g. Kinetics-400), else None."""
-    label_map = info.get("label_map") or registry.labels_for(
-        getattr(model, "get_config", dict)().get("num_classes", 0) or 0)
-    if info.get("task") != "classifier" or not label_map:
-        return None
-    try:
-        names = registry.labels(label_map)
-    except KeyError:
-        return None
-    return list(names) if len(names) == model.get_config().get("num_classes") else None
 
 
 def remove(name):

@@ -16,7 +16,7 @@ import numpy as np
 
 import keras
 
-from videomae_keras import registry
+from videomae_keras import presets
 from videomae_keras.configs import IMAGENET_MEAN, IMAGENET_STD
 from videomae_keras.options import parse_views
 from videomae_keras.progress import Stages
@@ -103,15 +103,15 @@ def resolve_labels(labels, num_classes):
     if labels is False:
         return None
     if labels is None:
-        name = registry.labels_for(num_classes)
-        return list(registry.labels(name)) if name else None
+        name = presets.labels_for(num_classes)
+        return list(presets.labels(name)) if name else None
     if isinstance(labels, (str, os.PathLike)):
         text = os.fspath(labels)
         if os.path.isfile(text):
             with open(text, encoding="utf-8") as f:
                 names = [line.rstrip("\n") for line in f if line.strip()]
         else:
-            names = list(registry.labels(text))
+            names = list(presets.labels(text))
     else:
         names = [str(n) for n in labels]
     if len(names) != num_classes:
@@ -266,7 +266,7 @@ def predict_video(
         names, label_map = list(own), None
     else:
         names = resolve_labels(labels, num_classes)
-        label_map = registry.labels_for(num_classes) if labels is None else labels
+        label_map = presets.labels_for(num_classes) if labels is None else labels
     sampling = sampling or default_sampling(num_classes, label_map)
     frames, height, width = model_clip_shape(model)
     stages = _stages(progress)

@@ -54,8 +54,8 @@ def plan(architecture, devices=8, distribution="fsdp", mesh=None, batch_size=Non
          num_classes=400, mask_ratio=0.9, progress=True):
     """The memory plan of one training configuration (a dict; see `format_plan`).
 
-    `architecture`: a factory name ("g14FT", "B16PT", ...; FT plans fine-tuning, PT
-    pretraining) or "tinyFT"/"tinyPT" (configs.TINY_ENCODER). `distribution`: None (one
+    `architecture`: an architecture name (`presets.ARCHITECTURES`: "g14FT", "B16PT",
+    "tinyFT", ...; FT plans fine-tuning, PT pretraining). `distribution`: None (one
     device), "data" or "fsdp" (with `mesh` "BxM"; default all devices on the batch axis).
     `batch_size`: the global batch (default one clip per replica). Runs in a child process;
     `progress` passes its progress lines through to stderr.
@@ -155,9 +155,8 @@ def _build(arguments, pretraining):
     """The model and its compiled optimizer with deferred (unallocated) variables."""
     import keras
 
-    from videomae_keras.configs import TINY_DECODER, TINY_ENCODER
-    from videomae_keras.models import VideoMAEClassifier, VideoMAEPretrainer
-    from videomae_keras.training.losses import SmoothedCrossentropy
+    from videomae_keras.models.factories import build
+    from videomae_keras.losses import SmoothedCrossentropy
     from videomae_keras.training.optimizers import finetuning_optimizer, pretraining_optimizer
 
     name = arguments["architecture"]
@@ -170,14 +169,7 @@ def _build(arguments, pretraining):
         kwargs.update(num_classes=arguments["num_classes"], drop_path_rate=0.1)
     # variables get shapes and layouts, no values (on exit the scope would initialise them)
     with keras.StatelessScope(initialize_variables=False):
-        if name.lower().startswith("tiny"):
-            model = (VideoMAEPretrainer.from_arguments(**TINY_ENCODER, **TINY_DECODER, **kwargs)
-                     if pretraining else VideoMAEClassifier.from_arguments(**TINY_ENCODER,
-                                                                          **kwargs))
-        else:
-            from videomae_keras.convert.loading import architecture_factory
-
-            model = architecture_factory(name)(**kwargs)
+        model = build(name, **kwargs)
     batch = 8 * arguments["accumulate"]
     if pretraining:  # optimizers hold a few scalar variables, created outside the scope
         optimizer = pretraining_optimizer(1000, batch, accumulate=arguments["accumulate"])

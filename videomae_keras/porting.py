@@ -14,7 +14,7 @@ import numpy as np
 
 import keras
 
-from videomae_keras import export, flops, hub, registry
+from videomae_keras import export, flops, hub, presets
 from videomae_keras.atomic import OutputSet, check_writable
 from videomae_keras.convert.loading import (
     WeightMismatchError,
@@ -22,6 +22,7 @@ from videomae_keras.convert.loading import (
     load_pytorch_weights,
     plan_model,
     rebuild,
+    registered_class_names,
 )
 from videomae_keras.masking import mask_with_count
 from videomae_keras.options import FORMATS  # format name -> file suffix
@@ -87,7 +88,7 @@ def output_paths(out_dir, name, formats):
 
 
 def default_name(source):
-    if registry.is_registered(source) and not os.path.exists(source):
+    if presets.is_registered(source) and not os.path.exists(source):
         return source.replace("/", "--")
     base = os.path.basename(os.path.normpath(os.fspath(source)))
     for suffix in (".safetensors", ".pth", ".pt", ".bin", ".ckpt", ".tar"):
@@ -154,11 +155,11 @@ def port(
     for path in _output_names(targets):  # refuse before doing any work
         check_writable(os.path.join(out_dir, path), overwrite)
 
-    registered = registry.is_registered(source) and not os.path.exists(source)
+    registered = presets.is_registered(source) and not os.path.exists(source)
     total = 2 + (1 if registered else 0) + (1 if verify else 0) + len(formats) + (1 if verify else 0)
     stages = Stages(total, enabled=progress)
     notes = []
-    info = registry.entry(source) if registered else None
+    info = presets.checkpoint(source) if registered else None
     if registered:
         overrides = {**info.get("model_args", {}), **overrides}
     with contextlib.ExitStack() as fetching:
@@ -263,7 +264,7 @@ def _class_names(labels, info, model):
     from videomae_keras.models import VideoMAEClassifier
 
     if labels is None:
-        return hub.class_names_of(info, model) if info else None
+        return registered_class_names(info, model) if info else None
     if not isinstance(model, VideoMAEClassifier):
         raise ValueError("--labels (labels=) names a classifier's classes; this checkpoint "
                          f"is a {type(model).__name__}.")

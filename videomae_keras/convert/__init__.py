@@ -3,10 +3,8 @@
 from videomae_keras.convert.checkpoint import CheckpointError, read_checkpoint
 from videomae_keras.convert.keymap import keras_weight_map, to_canonical
 from videomae_keras.convert.loading import (
-    ARCHITECTURES,
     LoadReport,
     ModelPlan,
-    architecture_factory,
     build_model,
     from_pretrained,
     infer_architecture,

@@ -63,9 +63,9 @@ def _registry_hint(path):
     """' Did you mean ...?' for a missing path that looks like a mistyped registered name."""
     import difflib
 
-    from videomae_keras import registry
+    from videomae_keras import presets
 
-    close = difflib.get_close_matches(path, registry.names(), n=3, cutoff=0.75)
+    close = difflib.get_close_matches(path, presets.names(), n=3, cutoff=0.75)
     return f" Did you mean {', '.join(close)}?" if close else ""
 
 

@@ -159,9 +159,9 @@ def _block(prefix, block):
     entries.update(_layer_norm(prefix + "norm2", block.norm2))
     entries.update(_dense(prefix + "mlp.fc1", block.mlp.fc1))
     entries.update(_dense(prefix + "mlp.fc2", block.mlp.fc2))
-    if block.init_values > 0:
-        entries[prefix + "gamma_1"] = (block.gamma_1, "copy")
-        entries[prefix + "gamma_2"] = (block.gamma_2, "copy")
+    if block.layer_scale_1 is not None:
+        entries[prefix + "gamma_1"] = (block.layer_scale_1.gamma, "copy")
+        entries[prefix + "gamma_2"] = (block.layer_scale_2.gamma, "copy")
     return entries
 
 

@@ -7,8 +7,10 @@ import re
 import warnings
 
 
-from videomae_keras import configs
+from videomae_keras import configs, hub, presets
+from videomae_keras.atomic import atomic_output
 from videomae_keras.initializers import build_for_loading
+from videomae_keras.progress import Stages
 from videomae_keras.convert.checkpoint import (
     Checkpoint,
     CheckpointError,
@@ -154,7 +156,7 @@ def from_pretrained(source, task=None, *, strict=None, dtype=None, progress=None
     `source`: an official .pth, a transformers folder (config.json + weights), a single
     .safetensors/.bin file, a Keras `.keras` file (loaded in safe mode) or `.weights.h5` file
     (with `architecture=`, e.g. "B16FT", and the keyword arguments it was built with), or a
-    registered name (`videomae_keras.registry.names()`, e.g.
+    registered name (`videomae_keras.presets.names()`, e.g.
     "videomae-b-k400-ft-1600e" or "MCG-NJU/videomae-base-finetuned-kinetics"), which is
     downloaded and converted once, then loaded from the cache. The architecture (size, heads, patch, depths, classes, pooling,
     pretraining or fine-tuned) comes from config.json when there is one, else from the tensor
@@ -168,21 +170,19 @@ def from_pretrained(source, task=None, *, strict=None, dtype=None, progress=None
     drop_path_rate, epsilons, ... (a checkpoint does not say which clip size it was used at:
     the default is 16 frames at 224, or config.json's values).
     """
-    from videomae_keras import hub, registry
-
     if isinstance(source, (str, os.PathLike)) and _is_keras_file(os.fspath(source)):
         return load_keras_file(os.fspath(source), architecture=architecture, task=task,
                                dtype=dtype, **overrides)
     if architecture is not None:
         raise ValueError("architecture= is only needed for .weights.h5 files; PyTorch "
                          "checkpoints describe their own architecture.")
-    if isinstance(source, str) and not os.path.exists(source) and registry.is_registered(source):
+    if isinstance(source, str) and not os.path.exists(source) and presets.is_registered(source):
         if task is not None or dtype is not None:
             raise ValueError(
                 "task= and dtype= apply to checkpoint files; for a registered name, port it "
                 "(videomae-keras port NAME) and load the file with the options you need."
             )
-        return hub.load(source, progress=progress is not False, **overrides)
+        return load_registered(source, progress=progress is not False, **overrides)
     plan = plan_model(source, task, dtype=dtype, **overrides)
     if strict is None:
         strict = plan.task == plan.natural_task
@@ -197,6 +197,54 @@ def from_pretrained(source, task=None, *, strict=None, dtype=None, progress=None
         raise
     model.load_report = report
     return model
+
+
+def load_registered(name, progress=True, **overrides):
+    """The Keras model of registered checkpoint `name`, downloading and converting on first use.
+
+    Keyword overrides (num_frames, image_size, drop_path_rate, ...) rebuild the model with
+    those arguments around the cached weights. Classifiers of a shipped label space carry
+    its class names.
+    """
+    info = presets.checkpoint(name)
+    path = hub.converted_path(name)
+    if not os.path.exists(path):
+        stages = Stages(2, enabled=progress)
+        with hub.fetched(name, stages) as source:
+            model = stages.run(
+                f"convert {name}", from_pretrained, source, **info.get("model_args", {})
+            )
+        names = registered_class_names(info, model)
+        if names:
+            model = rebuild(model, class_names=names)
+        with atomic_output(path, overwrite=True, suffix=".keras") as temp:
+            model.save(temp)
+    else:
+        try:
+            model = load_keras_model(path)
+        except Exception as e:
+            raise RuntimeError(
+                f"The converted model of {name} in the cache ({path}) cannot be loaded ({e}). "
+                f"Delete it (videomae_keras.hub.remove({name!r})) and it is converted again."
+            ) from None
+    if overrides:
+        model = rebuild(model, **overrides)
+    model.registry_entry = info
+    return model
+
+
+def registered_class_names(info, model):
+    """The class names of a registered classifier's label space, when this package ships
+    them and they fit the head (e.g. Kinetics-400), else None."""
+    label_map = info.get("label_map") or presets.labels_for(
+        getattr(model, "get_config", dict)().get("num_classes", 0) or 0)
+    if info.get("task") != "classifier" or not label_map:
+        return None
+    try:
+        names = presets.labels(label_map)
+    except KeyError:
+        return None
+    return list(names) if len(names) == model.get_config().get("num_classes") else None
 
 
 def build_model(task, kwargs, initialize=True):
@@ -353,9 +401,9 @@ def infer_architecture(state, layout, hf_config=None, given=()):
 def _official_conventions(kwargs, task, layout, given):
     out = {}
     if "num_heads" not in given:
-        out["num_heads"] = configs.encoder_heads_for_width(kwargs["hidden_dim"])
+        out["num_heads"] = presets.encoder_heads_for_width(kwargs["hidden_dim"])
     if task == "pretrainer" and "decoder_num_heads" not in given:
-        out["decoder_num_heads"] = configs.decoder_heads_for_width(kwargs["decoder_hidden_dim"])
+        out["decoder_num_heads"] = presets.decoder_heads_for_width(kwargs["decoder_hidden_dim"])
     eps = configs.EPSILON_CONVENTIONS["transformers" if layout == "transformers" else "official"]
     out.update(eps)
     return out
@@ -425,30 +473,8 @@ def _from_hf_config(config, task):
     return out
 
 
-ARCHITECTURES = {
-    f"{size.lower()}{patch}{kind}": (size, kind)
-    for size, patch in (("S", 16), ("B", 16), ("L", 16), ("H", 16), ("g", 14))
-    for kind in ("ft", "pt")
-}
-
-
 def _is_keras_file(path):
     return path.endswith(".keras") or path.endswith(".weights.h5")
-
-
-def architecture_factory(name):
-    """The factory for an architecture name: "B16FT", "VideoMAE_ViTB16FT", "vit-b16-pt", ..."""
-    from videomae_keras.models import factories
-
-    key = re.sub(r"[^a-z0-9]", "", str(name).lower()).removeprefix("videomae").removeprefix("vit")
-    if key not in ARCHITECTURES:
-        raise ValueError(
-            f"Unknown architecture {name!r}; choose one of "
-            f"{', '.join(k.upper().replace('G14', 'g14') for k in ARCHITECTURES)}."
-        )
-    size, kind = ARCHITECTURES[key]
-    patch = 14 if size == "g" else 16
-    return getattr(factories, f"VideoMAE_ViT{size}{patch}{kind.upper()}")
 
 
 def load_keras_file(path, architecture=None, task=None, dtype=None, **kwargs):
@@ -477,10 +503,11 @@ def load_keras_file(path, architecture=None, task=None, dtype=None, **kwargs):
             f"{path} holds weights only, no architecture: pass architecture= (--arch on the "
             "command line), e.g. B16FT, and num_classes= if not 400; or use the .keras file."
         )
-    factory = architecture_factory(architecture)
+    from videomae_keras.models.factories import build
+
     if dtype is not None:
         kwargs["dtype"] = dtype
-    model = build_for_loading(factory, **kwargs)
+    model = build_for_loading(build, architecture, **kwargs)
     try:
         with warnings.catch_warnings():
             # Keras notes that functional models' bookkeeping containers hold no weights
@@ -488,7 +515,7 @@ def load_keras_file(path, architecture=None, task=None, dtype=None, **kwargs):
             model.load_weights(path)
     except Exception as e:
         raise ValueError(
-            f"{path}: these weights do not fit {factory.__name__}"
+            f"{path}: these weights do not fit {architecture}"
             f"({', '.join(f'{k}={v!r}' for k, v in kwargs.items())}): {_first_line(e)}"
         ) from e
     return model

@@ -9,17 +9,25 @@ from videomae_keras.layers.embedding import (
 from videomae_keras.layers.encoder import VideoMAEDecoder, VideoMAEEncoder
 from videomae_keras.layers.preprocessing import VideoPreprocessing, with_preprocessing
 from videomae_keras.layers.tokens import InvalidSampleGuard, MaskedTokenIndex, TokenPooling
-from videomae_keras.layers.transformer import MLP, DropPath, TransformerBlock
+from videomae_keras.layers.transformer import (
+    MLP,
+    DropPath,
+    LayerScale,
+    TransformerBlock,
+    TransformerStack,
+)
 
 __all__ = [
     "DropPath",
     "InvalidSampleGuard",
+    "LayerScale",
     "MLP",
     "MaskedTokenIndex",
     "MultiHeadSelfAttention",
     "SinusoidPositionEmbedding",
     "TokenPooling",
     "TransformerBlock",
+    "TransformerStack",
     "TubeletEmbedding",
     "VideoMAEDecoder",
     "VideoMAEEncoder",

@@ -1,4 +1,7 @@
-"""The pre-norm transformer block of VideoMAE: MLP, stochastic depth and the block itself."""
+"""The pre-norm transformer of VideoMAE: MLP, stochastic depth, layer scale, the block and
+the stack of blocks that the encoder and the decoder share."""
+
+import numpy as np
 
 import keras
 from keras import ops
@@ -104,11 +107,46 @@ class DropPath(keras.layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="videomae_keras")
-class TransformerBlock(keras.layers.Layer):
-    """x + DropPath(gamma_1 * Attn(LN(x))), then x + DropPath(gamma_2 * MLP(LN(x))).
+class LayerScale(keras.layers.Layer):
+    """x * gamma, one learned scale per channel, starting at `init_values` (CaiT's layer
+    scale; the official `gamma_1`/`gamma_2`, used when init_values > 0)."""
 
-    Layer scale (gamma_1, gamma_2) exists only when init_values > 0; no released checkpoint
-    uses it. The LayerNorm epsilon must be set explicitly (official 1e-6, transformers 1e-12).
+    def __init__(self, init_values, **kwargs):
+        super().__init__(**kwargs)
+        self.init_values = float(init_values)
+
+    def build(self, input_shape):
+        init = keras.initializers.Constant(self.init_values)
+        self.gamma = self.add_weight(
+            shape=(input_shape[-1],), initializer=for_weight(init), name="gamma"
+        )
+
+    def call(self, x):
+        return x * ops.cast(self.gamma, x.dtype)
+
+    def load_own_variables(self, store):
+        # A `.keras` file of release 0.1 keeps the scales on the block; the block's
+        # load_own_variables has filled this one already and left its own path empty here.
+        if getattr(self, "_filled_by_block", False) and not len(store.keys()):
+            return
+        super().load_own_variables(store)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(init_values=self.init_values)
+        return config
+
+
+@keras.saving.register_keras_serializable(package="videomae_keras")
+class TransformerBlock(keras.layers.Layer):
+    """x + DropPath(LayerScale(Attn(LN(x)))), then x + DropPath(LayerScale(MLP(LN(x)))).
+
+    The layer scales (`layer_scale_1`, `layer_scale_2`: the official gamma_1, gamma_2) exist
+    only when init_values > 0; no released checkpoint uses them. The LayerNorm epsilon must
+    be set explicitly (official 1e-6, transformers 1e-12).
 
     `remat=True` recomputes the block in the backward pass instead of keeping its
     activations (`keras.remat`: jax.checkpoint, tf.recompute_grad or torch's checkpoint).
@@ -148,6 +186,11 @@ class TransformerBlock(keras.layers.Layer):
         self.remat = bool(remat)
         check_remat(self.remat, self.dropout_rate, self.attention_dropout_rate)
         policy = self.dtype_policy
+        # Made first so that their scales lead the block's weights, as release 0.1's did.
+        self.layer_scale_1 = self.layer_scale_2 = None
+        if self.init_values > 0:
+            self.layer_scale_1 = LayerScale(self.init_values, dtype=policy, name="gamma_1")
+            self.layer_scale_2 = LayerScale(self.init_values, dtype=policy, name="gamma_2")
         self.norm1 = layer_norm(self.layer_norm_epsilon, "norm1", policy)
         self.attn = MultiHeadSelfAttention(
             self.hidden_dim,
@@ -171,16 +214,20 @@ class TransformerBlock(keras.layers.Layer):
         self.drop_path = DropPath(self.drop_path_rate, dtype=policy, name="drop_path")
 
     def build(self, input_shape):
-        for layer in (self.norm1, self.attn, self.norm2, self.mlp):
-            layer.build(input_shape)
-        if self.init_values > 0:
-            init = keras.initializers.Constant(self.init_values)
-            self.gamma_1 = self.add_weight(
-                shape=(self.hidden_dim,), initializer=for_weight(init), name="gamma_1"
-            )
-            self.gamma_2 = self.add_weight(
-                shape=(self.hidden_dim,), initializer=for_weight(init), name="gamma_2"
-            )
+        for layer in (self.layer_scale_1, self.layer_scale_2, self.norm1, self.attn,
+                      self.norm2, self.mlp):
+            if layer is not None:
+                layer.build(input_shape)
+
+    def load_own_variables(self, store):
+        """Release 0.1 saved the layer scales as the block's own two weights; they go to
+        the LayerScale layers now (which then skip their own, empty, entries)."""
+        if self.layer_scale_1 is not None and len(store.keys()) == 2:
+            for index, layer in enumerate((self.layer_scale_1, self.layer_scale_2)):
+                layer.gamma.assign(store[str(index)])
+                layer._filled_by_block = True
+            return
+        super().load_own_variables(store)
 
     def call(self, x, training=None):
         if not (self.remat and training):
@@ -193,12 +240,12 @@ class TransformerBlock(keras.layers.Layer):
     def _forward(self, x, training, masks=None):
         """The block; `masks` (2, B, 1, 1): stochastic-depth masks drawn beforehand."""
         y = self.attn(self.norm1(x), training=training)
-        if self.init_values > 0:
-            y = y * ops.cast(self.gamma_1, y.dtype)
+        if self.layer_scale_1 is not None:
+            y = self.layer_scale_1(y)
         x = x + self._drop_path(y, training, masks, 0)
         y = self.mlp(self.norm2(x), training=training)
-        if self.init_values > 0:
-            y = y * ops.cast(self.gamma_2, y.dtype)
+        if self.layer_scale_2 is not None:
+            y = self.layer_scale_2(y)
         return x + self._drop_path(y, training, masks, 1)
 
     def _drop_path(self, y, training, masks, index):
@@ -225,4 +272,105 @@ class TransformerBlock(keras.layers.Layer):
         )
         if self.remat:
             config["remat"] = True
+        return config
+
+
+@keras.saving.register_keras_serializable(package="videomae_keras")
+class TransformerStack(keras.layers.Layer):
+    """`depth` pre-norm transformer blocks of one width: what the encoder and the decoder
+    share (they subclass it and add their embeddings, norms and heads).
+
+    Every block gets the same bias, layer-scale, dropout, remat and initialiser settings
+    (its own initialiser draws); stochastic depth grows linearly from 0 at the first block
+    to `drop_path_rate` at the last (timm). Subclasses call `make_blocks()` where the
+    blocks belong among their layers (that order is the order of the weights), then
+    `build_blocks` and `call_blocks`.
+
+    Args:
+        hidden_dim, depth, num_heads, mlp_dim: width, blocks, heads and MLP size.
+        qv_bias: q and v biases (no k bias).
+        init_values: layer scale when above 0.
+        dropout_rate, attention_dropout_rate, drop_path_rate: as in `TransformerBlock`.
+        remat: recompute each block in the backward pass.
+        layer_norm_epsilon: the blocks' norms.
+        kernel_initializer: the Dense kernels' initialiser.
+    """
+
+    def __init__(
+        self,
+        hidden_dim,
+        depth,
+        num_heads,
+        mlp_dim,
+        qv_bias=True,
+        init_values=0.0,
+        dropout_rate=0.0,
+        attention_dropout_rate=0.0,
+        drop_path_rate=0.0,
+        remat=False,
+        layer_norm_epsilon=1e-6,
+        kernel_initializer="glorot_uniform",
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.hidden_dim = int(hidden_dim)
+        self.depth = int(depth)
+        self.num_heads = int(num_heads)
+        self.mlp_dim = int(mlp_dim)
+        self.qv_bias = bool(qv_bias)
+        self.init_values = float(init_values or 0.0)
+        self.dropout_rate = float(dropout_rate)
+        self.attention_dropout_rate = float(attention_dropout_rate)
+        self.drop_path_rate = float(drop_path_rate)
+        self.remat = bool(remat)
+        self.layer_norm_epsilon = float(layer_norm_epsilon)
+        self.kernel_initializer = keras.initializers.get(kernel_initializer)
+
+    def make_blocks(self):
+        """The blocks, named blocks_0, blocks_1, ... (the names the weight files use)."""
+        rates = np.linspace(0.0, self.drop_path_rate, self.depth) if self.depth else []
+        return [
+            TransformerBlock(
+                self.hidden_dim,
+                self.num_heads,
+                self.mlp_dim,
+                qv_bias=self.qv_bias,
+                init_values=self.init_values,
+                dropout_rate=self.dropout_rate,
+                attention_dropout_rate=self.attention_dropout_rate,
+                drop_path_rate=float(rate),
+                layer_norm_epsilon=self.layer_norm_epsilon,
+                kernel_initializer=fresh(self.kernel_initializer, f"blocks_{i}"),
+                remat=self.remat,
+                dtype=self.dtype_policy,
+                name=f"blocks_{i}",
+            )
+            for i, rate in enumerate(rates)
+        ]
+
+    def build_blocks(self):
+        for block in self.blocks:
+            block.build((None, None, self.hidden_dim))
+
+    def call_blocks(self, x, training=None):
+        for block in self.blocks:
+            x = block(x, training=training)
+        return x
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            hidden_dim=self.hidden_dim,
+            depth=self.depth,
+            num_heads=self.num_heads,
+            mlp_dim=self.mlp_dim,
+            qv_bias=self.qv_bias,
+            init_values=self.init_values,
+            dropout_rate=self.dropout_rate,
+            attention_dropout_rate=self.attention_dropout_rate,
+            drop_path_rate=self.drop_path_rate,
+            **({"remat": True} if self.remat else {}),
+            layer_norm_epsilon=self.layer_norm_epsilon,
+            kernel_initializer=keras.initializers.serialize(self.kernel_initializer),
+        )
         return config

@@ -56,7 +56,7 @@ def load_preset(cls, preset, **kwargs):
     that class over its backbone, with `kwargs` (e.g. num_classes) as the task's arguments.
     Keyword arguments are otherwise not allowed for folders, since the folder fixes them.
     """
-    from videomae_keras import registry
+    from videomae_keras import presets
     from videomae_keras.models.backbone import VideoMAEBackbone
 
     preset = os.fspath(preset)
@@ -65,10 +65,10 @@ def load_preset(cls, preset, **kwargs):
         if model is not None:
             return model
         backbone = _load_folder(VideoMAEBackbone, preset, {})
-    elif registry.is_registered(preset):
-        from videomae_keras import hub
+    elif presets.is_registered(preset):
+        from videomae_keras.convert.loading import load_registered
 
-        source = hub.load(preset)
+        source = load_registered(preset)
         if isinstance(source, cls) and not kwargs:
             return source
         backbone = source if isinstance(source, VideoMAEBackbone) else source.backbone

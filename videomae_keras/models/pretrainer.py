@@ -12,7 +12,7 @@ from videomae_keras.layers.common import dense
 from videomae_keras.layers.tokens import count_mismatches
 from videomae_keras.masking import num_decoded_tokens
 from videomae_keras.models.base import VideoMAETask, check_arguments, model_kwargs
-from videomae_keras.training.losses import (
+from videomae_keras.losses import (
     dual_masking_loss,
     masked_index,
     pretraining_loss,

@@ -1,6 +1,6 @@
 """Training: the pretraining loss, optimisers and schedules of the official recipes."""
 
-from videomae_keras.training.losses import (
+from videomae_keras.losses import (
     dual_masking_loss,
     masked_index,
     pretraining_loss,

@@ -28,7 +28,6 @@ import numpy as np
 import keras
 
 from videomae_keras.atomic import atomic_output
-from videomae_keras.configs import TINY_DECODER, TINY_ENCODER
 from videomae_keras.data import VideoClipDataset, VideoMixup
 from videomae_keras.data.annotations import check_annotations, label_names
 from videomae_keras.masking import RunningCellMaskingGenerator, TubeMaskingGenerator
@@ -41,7 +40,7 @@ from videomae_keras.training.distribute import (
     initialize,
     whole_values,
 )
-from videomae_keras.training.losses import SmoothedCrossentropy
+from videomae_keras.losses import SmoothedCrossentropy
 from videomae_keras.training.optimizers import finetuning_optimizer, pretraining_optimizer
 
 
@@ -246,8 +245,8 @@ def pretrain(train_list, out_dir, architecture=None, epochs=100, batch_size=16, 
     `decoder_mask_ratio` > 0 is VideoMAE V2 dual masking (V2 uses 0.5): the decoder
     reconstructs only a running-cell selection of the tokens.
 
-    `architecture`: a factory name ("S16PT", "B16PT", ...), "tiny" (configs.TINY_ENCODER
-    and TINY_DECODER), or None with the model given by keyword arguments.
+    `architecture`: an architecture name ("S16PT", "B16PT", ..., `presets.ARCHITECTURES`),
+    "tiny" (the demo size), or None with the model given by keyword arguments.
     `distribution`: None (one device), "data" (data parallel on the local devices) or
     "fsdp" (JAX: weights, gradients and optimizer state sharded over a `mesh` "BxM", see
     `videomae_keras.training.distribute`); `distributed=True` is "data". `accumulate` N
@@ -265,7 +264,8 @@ def pretrain(train_list, out_dir, architecture=None, epochs=100, batch_size=16, 
     `check_videos=False` checks only that the listed files exist, not that they open.
     Returns the trained VideoMAEPretrainer.
     """
-    from videomae_keras.convert.loading import architecture_factory, load_keras_model
+    from videomae_keras.convert.loading import load_keras_model
+    from videomae_keras.models.factories import build
     from videomae_keras.models import VideoMAEPretrainer
 
     final = os.path.join(out_dir, "pretrained.keras")
@@ -294,10 +294,8 @@ def pretrain(train_list, out_dir, architecture=None, epochs=100, batch_size=16, 
         kwargs = dict(num_frames=num_frames, image_size=image_size, mask_ratio=mask_ratio,
                       decoder_mask_ratio=decoder_mask_ratio, dtype=dtype, remat=remat,
                       **model_kwargs)
-        if architecture == "tiny":
-            model = VideoMAEPretrainer.from_arguments(**TINY_ENCODER, **TINY_DECODER, **kwargs)
-        elif architecture:
-            model = architecture_factory(architecture)(**kwargs)
+        if architecture:
+            model = build("tinyPT" if architecture == "tiny" else architecture, **kwargs)
         else:
             model = VideoMAEPretrainer.from_arguments(**kwargs)
         data = VideoClipDataset(
