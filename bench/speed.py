@@ -134,7 +134,7 @@ def _transformers_model(kind, size):
     import transformers
 
     from videomae_keras.configs import OFFICIAL_EPSILONS
-    from videomae_keras.convert.reference import transformers_config
+    from videomae_keras.convert.transformers import arguments_to_config
     from videomae_keras.presets import SIZES
 
     task = "classifier" if kind in ("ft", "int8") else "pretrainer"
@@ -143,7 +143,7 @@ def _transformers_model(kind, size):
                   num_channels=3, qv_bias=True, num_classes=400, use_mean_pooling=True,
                   mask_ratio=MASK_RATIO, **OFFICIAL_EPSILONS,
                   **(preset.decoder if task == "pretrainer" else {}))
-    hf_config = transformers.VideoMAEConfig(**transformers_config(config, task))
+    hf_config = transformers.VideoMAEConfig(**arguments_to_config(config, task))
     hf_config._attn_implementation = "sdpa"
     cls = (transformers.VideoMAEForVideoClassification if task == "classifier"
            else transformers.VideoMAEForPreTraining)

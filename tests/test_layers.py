@@ -213,6 +213,7 @@ def test_block_dropout_and_drop_path_act_in_training_only(rates):
         (lambda: layers.MultiHeadSelfAttention(12, 3, qv_bias=True), [(1, 5, 12)]),
         (lambda: layers.MLP(6, 10, dropout_rate=0.1), [(1, 5, 6)]),
         (lambda: layers.DropPath(0.2, seed=3), [(1, 5, 6)]),
+        (lambda: layers.LayerScale(0.1), [(1, 5, 6)]),
         (lambda: layers.TransformerBlock(8, 2, 16, init_values=0.5, layer_norm_epsilon=1e-5),
          [(1, 5, 8)]),
         (lambda: layers.VideoMAEEncoder(hidden_dim=8, depth=2, num_heads=2, mlp_dim=12,

@@ -89,3 +89,24 @@ def test_bad_presets_are_explained(tmp_path):
     os.remove(os.path.join(folder, "task.weights.h5"))
     with pytest.raises(ValueError, match="lacks task.weights.h5"):
         vk.VideoMAEClassifier.from_preset(folder)
+
+
+def test_from_pretrained_reads_preset_folders(tmp_path):
+    """`from_pretrained(folder)` dispatches a preset folder to the preset loader: the task it
+    holds, its backbone with task="backbone", and one clear line for dtype=."""
+    pretrainer = _randomised(vk.VideoMAEPretrainer(vk.VideoMAEBackbone(use_final_norm=True,
+                                                                       **SMALL),
+                                                   mask_ratio=0.5, **DECODER))
+    folder = str(pretrainer.save_to_preset(tmp_path / "pretrainer"))
+    from videomae_keras.convert.loading import source_kind
+
+    assert source_kind(folder) == "preset"
+    loaded = vk.from_pretrained(folder)
+    assert type(loaded) is vk.VideoMAEPretrainer
+    for mine, theirs in zip(pretrainer.weights, loaded.weights):
+        np.testing.assert_array_equal(_np(mine), _np(theirs))
+    backbone = vk.from_pretrained(folder, task="backbone")
+    video = _video()
+    np.testing.assert_allclose(_np(backbone(video)), _np(pretrainer.backbone(video)), atol=1e-6)
+    with pytest.raises(ValueError, match="preset folder.*dtype"):
+        vk.from_pretrained(folder, dtype="float16")

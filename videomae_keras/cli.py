@@ -255,7 +255,7 @@ def _load_weights(args, stages, **overrides):
         raise _UsageError("--num-classes goes with --arch (for .weights.h5 files)")
     if str(args.weights).endswith(".keras") and kwargs:
         # a whole saved model: rebuilt with the changed arguments around its weights
-        from videomae_keras.convert.loading import rebuild
+        from videomae_keras.models.saving import rebuild
 
         model = stages.run(f"loading {args.weights}", lambda: rebuild(
             from_pretrained(args.weights), **kwargs))

@@ -44,7 +44,7 @@ def run_demo(out="videomae-demo", overwrite=False, quiet=False):
     import keras
 
     from videomae_keras.atomic import check_writable
-    from videomae_keras.convert.loading import load_keras_model
+    from videomae_keras.models.saving import load_keras_model
     from videomae_keras.inference import predict_video
     from videomae_keras.progress import Stages
     from videomae_keras.reconstruction import reconstruct_video

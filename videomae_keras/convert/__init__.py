@@ -1,4 +1,7 @@
-"""PyTorch checkpoints (official and transformers) into Keras VideoMAE models."""
+"""Checkpoints into Keras VideoMAE models: one module per source format (`official`,
+`transformers`: key map, config mapping, shape inference), the canonical-to-Keras map
+(`keymap`), file reading (`checkpoint`), `from_pretrained` with one loader per kind of source
+(`loading`), and the transformers reference for --verify (`reference`)."""
 
 from videomae_keras.convert.checkpoint import CheckpointError, read_checkpoint
 from videomae_keras.convert.keymap import keras_weight_map, to_canonical
@@ -11,4 +14,5 @@ from videomae_keras.convert.loading import (
     load_keras_file,
     load_pytorch_weights,
     plan_model,
+    source_kind,
 )

@@ -1,54 +1,22 @@
-"""Declarative key maps between PyTorch VideoMAE checkpoints and the Keras models.
+"""Canonical names <-> Keras variables, and the dispatch to each source format.
 
-Every checkpoint is first brought to one canonical naming, the official one: `patch_embed.*`,
-`blocks.N.{norm1,attn.qkv,attn.q_bias,attn.v_bias,attn.proj,norm2,mlp.fc1,mlp.fc2}.*`,
-`norm.*`, `fc_norm.*`, `head.*`, and for pretraining `mask_token`,
-`encoder_to_decoder.weight`, `decoder.blocks.N.*`, `decoder.norm.*`, `decoder.head.*`
-(official pretraining files prefix the encoder with `encoder.`, which is dropped). Then
-`keras_weight_map` says which Keras variable each canonical key fills and how.
+Every checkpoint is first brought to one canonical naming, the official one (see
+`convert.official`), by the module of its format (`convert.official`,
+`convert.transformers`). Then `keras_weight_map` says which Keras variable each canonical
+key fills and how.
 """
-
-import re
 
 import numpy as np
 
+from videomae_keras.convert import official, transformers
 from videomae_keras.convert.checkpoint import CheckpointError
-
-# transformers -> canonical, applied in order to every key.
-HF_RENAMES = (
-    (r"^videomae\.", ""),  # task models keep the encoder under `videomae.`
-    (r"^embeddings\.patch_embeddings\.projection\.", "patch_embed.proj."),
-    (r"^encoder\.layer\.(\d+)\.", r"blocks.\1."),
-    (r"^decoder\.decoder_layers\.(\d+)\.", r"decoder.blocks.\1."),
-    (r"^layernorm\.", "norm."),
-    (r"^classifier\.", "head."),
-    (r"\.attention\.attention\.(query|key|value)\.weight$", r".attn.\1.weight"),
-    (r"\.attention\.attention\.(?:q_bias|query\.bias)$", ".attn.q_bias"),  # v4 / v5 names
-    (r"\.attention\.attention\.(?:v_bias|value\.bias)$", ".attn.v_bias"),
-    (r"\.attention\.attention\.key\.bias$", ".attn.k_bias"),
-    (r"\.attention\.output\.dense\.", ".attn.proj."),
-    (r"\.intermediate\.dense\.", ".mlp.fc1."),
-    (r"\.output\.dense\.", ".mlp.fc2."),
-    (r"\.layernorm_before\.", ".norm1."),
-    (r"\.layernorm_after\.", ".norm2."),
-)
-
-# Keys that only transformers checkpoints have.
-_HF_MARKERS = (
-    r"^(videomae\.)?embeddings\.patch_embeddings\.",
-    r"^(videomae\.)?encoder\.layer\.\d+\.",
-    r"^decoder\.decoder_layers\.",
-)
-# Keys of official checkpoints (fine-tuned, pretraining with `encoder.` and encoder-only).
-_OFFICIAL_MARKERS = (r"^(encoder\.)?patch_embed\.proj\.", r"^(encoder\.)?blocks\.\d+\.")
-
 
 def detect_layout(state):
     """'transformers' or 'official', from the key names; a clear error for anything else."""
     keys = list(state)
-    if any(re.match(p, k) for p in _HF_MARKERS for k in keys):
+    if transformers.is_transformers(keys):
         return "transformers"
-    if any(re.match(p, k) for p in _OFFICIAL_MARKERS for k in keys):
+    if official.is_official(keys):
         return "official"
     raise CheckpointError(
         "Unknown checkpoint layout: found neither official VideoMAE keys (patch_embed.proj.*, "
@@ -64,19 +32,7 @@ def to_canonical(state):
     """
     layout = detect_layout(state)
     notes = []
-    if layout == "transformers":
-        renamed = {}
-        for key, value in state.items():
-            for pattern, replacement in HF_RENAMES:
-                key = re.sub(pattern, replacement, key)
-            renamed[key] = value
-        state = _merge_qkv(renamed)
-    else:
-        state = {
-            (k[len("encoder.") :] if k.startswith("encoder.") else k): v
-            for k, v in state.items()
-        }
-        state = _split_fused_qkv_bias(state)
+    state = (transformers if layout == "transformers" else official).to_canonical(state)
     k_biases = [k for k in state if k.endswith(".attn.k_bias")]
     if k_biases:
         notes.append(
@@ -85,33 +41,6 @@ def to_canonical(state):
         )
         state = {k: v for k, v in state.items() if k not in k_biases}
     return state, layout, notes
-
-
-def _merge_qkv(state):
-    """Joins transformers' separate query/key/value weights into the fused (3D, D) qkv rows."""
-    out = dict(state)
-    for key in [k for k in state if k.endswith(".attn.query.weight")]:
-        prefix = key[: -len("query.weight")]
-        parts = [prefix + name + ".weight" for name in ("query", "key", "value")]
-        if not all(p in state for p in parts):
-            continue  # reported as unexpected keys later
-        out[prefix + "qkv.weight"] = np.concatenate([state[p] for p in parts], axis=0)
-        for p in parts:
-            del out[p]
-    return out
-
-
-def _split_fused_qkv_bias(state):
-    """A fused qkv bias (some ports keep one) becomes q_bias and v_bias; its k third is dropped."""
-    out = dict(state)
-    for key in [k for k in state if k.endswith(".attn.qkv.bias")]:
-        prefix = key[: -len("qkv.bias")]
-        q_bias, k_bias, v_bias = np.split(state[key], 3)
-        del out[key]
-        out.setdefault(prefix + "q_bias", q_bias)
-        out.setdefault(prefix + "v_bias", v_bias)
-        out[prefix + "k_bias"] = k_bias
-    return out
 
 
 # How a PyTorch tensor becomes a Keras variable value.

@@ -1,15 +1,13 @@
 """`from_pretrained` and `load_pytorch_weights`: PyTorch VideoMAE checkpoints into Keras models."""
 
-import collections
 import dataclasses
 import os
-import re
 import warnings
 
-
-from videomae_keras import configs, hub, presets
+from videomae_keras import hub, presets
 from videomae_keras.atomic import atomic_output
 from videomae_keras.initializers import build_for_loading
+from videomae_keras.models.saving import load_keras_model, rebuild
 from videomae_keras.progress import Stages
 from videomae_keras.convert.checkpoint import (
     Checkpoint,
@@ -17,6 +15,7 @@ from videomae_keras.convert.checkpoint import (
     read_checkpoint,
     strip_prefixes,
 )
+from videomae_keras.convert import official, transformers
 from videomae_keras.convert.keymap import (
     TORCH_SHAPES,
     TRANSFORMS,
@@ -142,7 +141,7 @@ def plan_model(source, task=None, dtype=None, **overrides):
     task = task or natural_task
     if task not in TASKS:
         raise ValueError(f"task must be one of {TASKS}; got {task!r}.")
-    kwargs = _arguments_for_task(kwargs, task)
+    kwargs = arguments_for_task(kwargs, task)
     kwargs.update(overrides)
     if dtype is not None:
         kwargs["dtype"] = dtype
@@ -151,38 +150,80 @@ def plan_model(source, task=None, dtype=None, **overrides):
 
 def from_pretrained(source, task=None, *, strict=None, dtype=None, progress=None,
                     architecture=None, **overrides):
-    """Builds the Keras model that matches a PyTorch VideoMAE checkpoint and loads it.
+    """The Keras model a checkpoint or saved model holds, with its weights.
 
-    `source`: an official .pth, a transformers folder (config.json + weights), a single
-    .safetensors/.bin file, a Keras `.keras` file (loaded in safe mode) or `.weights.h5` file
-    (with `architecture=`, e.g. "B16FT", and the keyword arguments it was built with), or a
-    registered name (`videomae_keras.presets.names()`, e.g.
-    "videomae-b-k400-ft-1600e" or "MCG-NJU/videomae-base-finetuned-kinetics"), which is
-    downloaded and converted once, then loaded from the cache. The architecture (size, heads, patch, depths, classes, pooling,
-    pretraining or fine-tuned) comes from config.json when there is one, else from the tensor
-    shapes (heads from the official table: official checkpoints do not store them). LayerNorm
-    epsilons follow the source: 1e-6 everywhere for official files; layer_norm_eps (1e-12)
-    in the blocks and 1e-5 in fc_norm and decoder.norm for transformers.
+    `source` is any of (see `source_kind`, one loader each):
+    - an official .pth, a transformers folder (config.json + weights), or a single
+      .safetensors/.bin file: the model that matches it is built and filled. The
+      architecture (size, heads, patch, depths, classes, pooling, pretraining or fine-tuned)
+      comes from config.json when there is one, else from the tensor shapes (heads from the
+      official table: official checkpoints do not store them). LayerNorm epsilons follow
+      the source: 1e-6 everywhere for official files; layer_norm_eps (1e-12) in the blocks
+      and 1e-5 in fc_norm and decoder.norm for transformers.
+    - a `.keras` file (loaded in safe mode), or a `.weights.h5` file with `architecture=`
+      (e.g. "B16FT") and the keyword arguments it was built with;
+    - a preset folder written by `save_to_preset` (the task it holds, or its backbone with
+      task="backbone");
+    - a registered name (`videomae_keras.presets.names()`, e.g. "videomae-b-k400-ft-1600e"
+      or "MCG-NJU/videomae-base-finetuned-kinetics"), downloaded and converted once, then
+      loaded from the cache.
 
-    `task`: "classifier", "pretrainer" or "backbone" to override what the checkpoint holds
+    `task`: "classifier", "pretrainer" or "backbone" to override what a checkpoint holds
     (e.g. a backbone from a fine-tuned file; weights it does not need are skipped). Keyword
     overrides go to the model: num_frames, image_size, num_heads, mask_ratio, num_masked,
     drop_path_rate, epsilons, ... (a checkpoint does not say which clip size it was used at:
     the default is 16 frames at 224, or config.json's values).
     """
-    if isinstance(source, (str, os.PathLike)) and _is_keras_file(os.fspath(source)):
+    kind = source_kind(source)
+    if architecture is not None and kind != "weights":
+        raise ValueError("architecture= is only needed for .weights.h5 files; checkpoints and "
+                         "saved models describe their own architecture.")
+    if kind == "keras" or kind == "weights":
         return load_keras_file(os.fspath(source), architecture=architecture, task=task,
                                dtype=dtype, **overrides)
-    if architecture is not None:
-        raise ValueError("architecture= is only needed for .weights.h5 files; PyTorch "
-                         "checkpoints describe their own architecture.")
-    if isinstance(source, str) and not os.path.exists(source) and presets.is_registered(source):
+    if kind == "registered":
         if task is not None or dtype is not None:
             raise ValueError(
                 "task= and dtype= apply to checkpoint files; for a registered name, port it "
                 "(videomae-keras port NAME) and load the file with the options you need."
             )
         return load_registered(source, progress=progress is not False, **overrides)
+    if kind == "preset":
+        if dtype is not None:
+            raise ValueError(f"{source} is a preset folder, saved with its dtype; dtype= does "
+                             "not apply to it (build the model with the dtype you need and "
+                             "load the folder's weights into it).")
+        return load_preset_folder(os.fspath(source), task, **overrides)
+    return load_pytorch_checkpoint(source, task, strict=strict, dtype=dtype,
+                                   progress=progress, **overrides)
+
+
+def source_kind(source):
+    """What `from_pretrained` makes of a source: "keras" (a .keras file), "weights" (a
+    .weights.h5 file), "preset" (a folder `save_to_preset` wrote), "registered" (a released
+    checkpoint's name that is not a local path), else "pytorch" (an official .pth, a
+    transformers folder, a .safetensors/.bin file)."""
+    from videomae_keras.models import preset
+
+    path = os.fspath(source) if isinstance(source, (str, os.PathLike)) else None
+    if path is None:
+        return "pytorch"  # e.g. a Checkpoint already read
+    if path.endswith(".keras"):
+        return "keras"
+    if path.endswith(".weights.h5"):
+        return "weights"
+    if os.path.isdir(path) and os.path.isfile(os.path.join(path, preset.METADATA)) and \
+            os.path.isfile(os.path.join(path, preset.BACKBONE_WEIGHTS)):
+        return "preset"
+    if not os.path.exists(path) and presets.is_registered(path):
+        return "registered"
+    return "pytorch"
+
+
+def load_pytorch_checkpoint(source, task=None, strict=None, dtype=None, progress=None,
+                            **overrides):
+    """An official or transformers checkpoint into the model that matches it (see
+    `from_pretrained`); all or nothing unless a task override asks for part of it."""
     plan = plan_model(source, task, dtype=dtype, **overrides)
     if strict is None:
         strict = plan.task == plan.natural_task
@@ -197,6 +238,20 @@ def from_pretrained(source, task=None, *, strict=None, dtype=None, progress=None
         raise
     model.load_report = report
     return model
+
+
+def load_preset_folder(folder, task=None, **overrides):
+    """The model a preset folder holds (its task, or its backbone for a backbone folder or
+    task="backbone"); another `task` builds that task over the folder's backbone."""
+    from videomae_keras.models import preset
+
+    if task is None:
+        kind = preset.saved_class(folder)
+        task = {"VideoMAEClassifier": "classifier",
+                "VideoMAEPretrainer": "pretrainer"}.get(kind, "backbone")
+    if task not in TASKS:
+        raise ValueError(f"task must be one of {TASKS}; got {task!r}.")
+    return preset.load_preset(_task_class(task), folder, **overrides)
 
 
 def load_registered(name, progress=True, **overrides):
@@ -265,26 +320,7 @@ def _task_class(task):
     }[task]
 
 
-def load_keras_model(path):
-    """A `.keras` file in Keras' safe mode (no code runs), without drawing random weights that
-    the file then replaces."""
-    import keras
-
-    import videomae_keras  # noqa: F401  (registers the layers for deserialisation)
-
-    return build_for_loading(keras.saving.load_model, path, safe_mode=True)
-
-
-def rebuild(model, **overrides):
-    """A copy of a VideoMAE model with some constructor arguments changed (clip size, mask
-    ratio, drop path, class names, ...) and the same weights."""
-    arguments = {**model.arguments(), **overrides}
-    copy = build_for_loading(type(model).from_arguments, **arguments)
-    copy.set_weights(model.get_weights())
-    return copy
-
-
-def _arguments_for_task(kwargs, task):
+def arguments_for_task(kwargs, task):
     """Of the arguments a checkpoint gave, those the task's model (and its backbone) takes; a
     classifier's final norm follows its pooling, whatever the checkpoint held."""
     from videomae_keras.models import VideoMAEBackbone
@@ -299,182 +335,18 @@ def _arguments_for_task(kwargs, task):
     return kwargs
 
 
-def _most_common(state, sources):
-    """The most common size among the tensors matching each (name pattern, axis); ties go to
-    the first source listed. None when no tensor matches."""
-    sizes = [int(v.shape[axis]) for pattern, axis in sources for k, v in state.items()
-             if re.match(pattern, k) and len(v.shape) > axis]
-    if not sizes:
-        return None
-    return collections.Counter(sizes).most_common(1)[0][0]
-
-
-def _count(state, pattern):
-    indices = {int(m.group(1)) for k in state if (m := re.match(pattern, k))}
-    if indices and indices != set(range(len(indices))):
-        raise CheckpointError(f"Block indices are not contiguous: {sorted(indices)}.")
-    return len(indices)
-
-
 def infer_architecture(state, layout, hf_config=None, given=()):
-    """(task, model arguments) for a canonical state dict and, if any, its transformers config.
-
-    Names in `given` (arguments the caller sets) are not looked up, so an unusual width
-    needs no table entry when num_heads is passed.
-    """
-    if "patch_embed.proj.weight" not in state:
-        raise CheckpointError(
-            "The checkpoint has no patch embedding (patch_embed.proj.weight / "
-            "embeddings.patch_embeddings.projection.weight): it is not a VideoMAE model."
-        )
-    embedding = state["patch_embed.proj.weight"].shape
-    if len(embedding) != 5:
-        raise CheckpointError(
-            f"patch_embed.proj.weight has shape {tuple(embedding)}; a VideoMAE patch embedding "
-            "is a Conv3d weight (width, channels, tubelet, patch, patch).")
-    _, num_channels, tubelet, patch, patch_w = embedding
-    if patch != patch_w:
-        raise CheckpointError(f"Non-square patches ({patch}x{patch_w}) are not supported.")
-    depth = _count(state, r"^blocks\.(\d+)\.attn\.qkv\.weight$")
-    if depth == 0:
-        raise CheckpointError("The checkpoint has no transformer blocks (blocks.N.attn.qkv.*).")
-    # Widths by the tensors' majority: one damaged tensor is then named as the mismatch,
-    # instead of setting the width that every other tensor then fails.
-    hidden_dim = _most_common(state, [
-        (r"^patch_embed\.proj\.(weight|bias)$", 0),
-        (r"^blocks\.\d+\.(norm1|norm2)\.(weight|bias)$", 0),
-        (r"^blocks\.\d+\.(attn\.proj|mlp\.fc2)\.(weight|bias)$", 0),
-        (r"^blocks\.\d+\.(attn\.qkv|mlp\.fc1)\.weight$", 1),
-        (r"^(norm|fc_norm)\.(weight|bias)$", 0),
-    ])
-    kwargs = dict(
-        num_channels=int(num_channels),
-        tubelet_size=int(tubelet),
-        patch_size=int(patch),
-        hidden_dim=hidden_dim,
-        depth=depth,
-        mlp_dim=_most_common(state, [(r"^blocks\.\d+\.mlp\.fc1\.(weight|bias)$", 0),
-                                     (r"^blocks\.\d+\.mlp\.fc2\.weight$", 1)]),
-        qv_bias="blocks.0.attn.q_bias" in state,
-        init_values=0.1 if "blocks.0.gamma_1" in state else 0.0,
-        use_final_norm="norm.weight" in state,
-    )
-    is_pretrainer = "mask_token" in state or any(k.startswith("decoder.") for k in state)
-    if is_pretrainer:
-        task = "pretrainer"
-        kwargs.update(
-            decoder_hidden_dim=_most_common(state, [
-                (r"^decoder\.norm\.(weight|bias)$", 0),
-                (r"^decoder\.blocks\.\d+\.(norm1|norm2)\.(weight|bias)$", 0),
-                (r"^decoder\.blocks\.\d+\.(attn\.proj|mlp\.fc2)\.(weight|bias)$", 0),
-                (r"^decoder\.blocks\.\d+\.(attn\.qkv|mlp\.fc1)\.weight$", 1),
-                (r"^decoder\.head\.weight$", 1),
-            ]),
-            decoder_depth=_count(state, r"^decoder\.blocks\.(\d+)\.attn\.qkv\.weight$"),
-            decoder_mlp_dim=_most_common(state, [
-                (r"^decoder\.blocks\.\d+\.mlp\.fc1\.(weight|bias)$", 0),
-                (r"^decoder\.blocks\.\d+\.mlp\.fc2\.weight$", 1),
-            ]),
-        )
-        expected = int(num_channels) * int(tubelet) * int(patch) ** 2
-        if int(state["decoder.head.weight"].shape[0]) != expected:
-            raise CheckpointError(
-                f"The decoder head predicts {state['decoder.head.weight'].shape[0]} values per "
-                f"token; a {patch}x{patch} patch over {tubelet} frames of {num_channels} "
-                f"channels needs {expected}."
-            )
-    elif "head.weight" in state or "fc_norm.weight" in state:
-        task = "classifier"
-        kwargs.update(
-            num_classes=_most_common(state, [(r"^head\.(weight|bias)$", 0)]) or 0,
-            use_mean_pooling="fc_norm.weight" in state,
-        )
-    else:
-        task = "backbone"  # e.g. the encoder-only V1 ViT-H pretrained file
+    """(task, model arguments) for a canonical state dict: sizes from the tensor shapes,
+    then the source's conventions (config.json for transformers folders; for files without
+    one, the official head table and the layout's epsilons). Names in `given` (arguments
+    the caller sets) are not looked up, so an unusual width needs no table entry when
+    num_heads is passed."""
+    task, kwargs = official.infer_from_shapes(state)
     if hf_config is not None:
-        kwargs.update(_from_hf_config(hf_config, task))
+        kwargs.update(transformers.config_to_arguments(hf_config, task))
     else:
-        kwargs.update(_official_conventions(kwargs, task, layout, given))
+        kwargs.update(official.conventions(kwargs, task, layout, given))
     return task, kwargs
-
-
-def _official_conventions(kwargs, task, layout, given):
-    out = {}
-    if "num_heads" not in given:
-        out["num_heads"] = presets.encoder_heads_for_width(kwargs["hidden_dim"])
-    if task == "pretrainer" and "decoder_num_heads" not in given:
-        out["decoder_num_heads"] = presets.decoder_heads_for_width(kwargs["decoder_hidden_dim"])
-    eps = configs.EPSILON_CONVENTIONS["transformers" if layout == "transformers" else "official"]
-    out.update(eps)
-    return out
-
-
-def _config_value(config, key, default, kind):
-    """config.json's `key` checked to be of `kind`: one sentence naming the key otherwise."""
-    value = config.get(key, default)
-    if kind == "count":
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value != int(
-                value) or value < 1:
-            raise CheckpointError(
-                f"config.json: {key} must be a whole number of at least 1; got {value!r}.")
-        return int(value)
-    if kind == "size":
-        if isinstance(value, (list, tuple)) and len(value) == 2:
-            return tuple(_config_value({key: v}, key, None, "count") for v in value)
-        if isinstance(value, (list, tuple)):
-            raise CheckpointError(
-                f"config.json: {key} must be a size (224) or [height, width]; got {value!r}.")
-        return _config_value(config, key, default, "count")
-    if kind == "rate":
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
-            raise CheckpointError(
-                f"config.json: {key} must be a number in [0, 1); got {value!r}.")
-        return float(value)
-    if kind == "epsilon":
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-            raise CheckpointError(
-                f"config.json: {key} must be a positive number; got {value!r}.")
-        return float(value)
-    if kind == "flag":
-        if not isinstance(value, bool):
-            raise CheckpointError(f"config.json: {key} must be true or false; got {value!r}.")
-        return value
-    raise AssertionError(kind)
-
-
-def _from_hf_config(config, task):
-    if not isinstance(config, dict):
-        raise CheckpointError(
-            f"config.json must hold a JSON object of settings; it holds a "
-            f"{type(config).__name__}.")
-    activation = config.get("hidden_act", "gelu")
-    if activation != "gelu":
-        raise CheckpointError(
-            f"config.json uses hidden_act={activation!r}; VideoMAE models use exact 'gelu'."
-        )
-    eps = _config_value(config, "layer_norm_eps", 1e-12, "epsilon")
-    out = dict(
-        num_frames=_config_value(config, "num_frames", 16, "count"),
-        image_size=_config_value(config, "image_size", 224, "size"),
-        num_heads=_config_value(config, "num_attention_heads", 12, "count"),
-        dropout_rate=_config_value(config, "hidden_dropout_prob", 0.0, "rate"),
-        attention_dropout_rate=_config_value(config, "attention_probs_dropout_prob", 0.0,
-                                             "rate"),
-        layer_norm_epsilon=eps,
-        # transformers builds fc_norm and decoder.norm with nn.LayerNorm's default eps.
-        fc_norm_epsilon=1e-5,
-        decoder_layer_norm_epsilon=eps,
-        decoder_norm_epsilon=1e-5,
-    )
-    if task == "pretrainer":
-        out["decoder_num_heads"] = _config_value(config, "decoder_num_attention_heads", 6,
-                                                 "count")
-        out["norm_pix_loss"] = _config_value(config, "norm_pix_loss", True, "flag")
-    return out
-
-
-def _is_keras_file(path):
-    return path.endswith(".keras") or path.endswith(".weights.h5")
 
 
 def load_keras_file(path, architecture=None, task=None, dtype=None, **kwargs):

@@ -8,34 +8,10 @@ and transformers (`pip install torch transformers`); neither is needed to use th
 """
 
 import os
-import re
 
 import numpy as np
 
-from videomae_keras.configs import as_pair
-
-HF_CLASSES = {
-    "classifier": "VideoMAEForVideoClassification",
-    "pretrainer": "VideoMAEForPreTraining",
-    "backbone": "VideoMAEModel",
-}
-
-# canonical (official) -> transformers, applied to every key in order.
-_TO_HF = (
-    (r"^patch_embed\.proj\.", "embeddings.patch_embeddings.projection."),
-    (r"^blocks\.(\d+)\.", r"encoder.layer.\1."),
-    (r"^decoder\.blocks\.(\d+)\.", r"decoder.decoder_layers.\1."),
-    (r"^norm\.", "layernorm."),
-    (r"^head\.", "classifier."),
-    (r"\.attn\.q_bias$", ".attention.attention.query.bias"),
-    (r"\.attn\.v_bias$", ".attention.attention.value.bias"),
-    (r"\.attn\.proj\.", ".attention.output.dense."),
-    (r"\.mlp\.fc1\.", ".intermediate.dense."),
-    (r"\.mlp\.fc2\.", ".output.dense."),
-    (r"\.norm1\.", ".layernorm_before."),
-    (r"\.norm2\.", ".layernorm_after."),
-)
-_ENCODER_KEYS = re.compile(r"^(embeddings|encoder|layernorm)\.")
+from videomae_keras.convert.transformers import MODEL_CLASSES, arguments_to_config, from_canonical
 
 
 def _imports():
@@ -50,76 +26,13 @@ def _imports():
     return torch, transformers
 
 
-def transformers_state_dict(state, task):
-    """Canonical (official-named) numpy tensors -> transformers' key names and layout."""
-    out = {}
-    for key, value in state.items():
-        if key.endswith(("gamma_1", "gamma_2")):
-            raise ValueError(
-                "The checkpoint uses layer scale (gamma_1/gamma_2), which transformers' "
-                "VideoMAE does not implement: there is no PyTorch reference to verify against."
-            )
-        if key.endswith(".attn.qkv.weight"):
-            prefix = key[: -len("attn.qkv.weight")]
-            for name, part in zip(("query", "key", "value"), np.split(value, 3, axis=0)):
-                out[prefix + f"attn.{name}.weight"] = part
-            continue
-        out[key] = value
-    renamed = {}
-    for key, value in out.items():
-        key = re.sub(r"\.attn\.(query|key|value)\.weight$", r".attention.attention.\1.weight", key)
-        for pattern, replacement in _TO_HF:
-            key = re.sub(pattern, replacement, key)
-        if task != "backbone" and _ENCODER_KEYS.match(key):
-            key = "videomae." + key
-        renamed[key] = value
-    return renamed
-
-
-def transformers_config(config, task):
-    """transformers VideoMAEConfig arguments for a Keras model config."""
-    height, width = as_pair(config["image_size"])
-    if height != width:
-        image_size = [height, width]
-    else:
-        image_size = height
-    hf = dict(
-        image_size=image_size,
-        patch_size=config["patch_size"],
-        num_channels=config["num_channels"],
-        num_frames=config["num_frames"],
-        tubelet_size=config["tubelet_size"],
-        hidden_size=config["hidden_dim"],
-        num_hidden_layers=config["depth"],
-        num_attention_heads=config["num_heads"],
-        intermediate_size=config["mlp_dim"],
-        hidden_act="gelu",
-        hidden_dropout_prob=0.0,
-        attention_probs_dropout_prob=0.0,
-        layer_norm_eps=config["layer_norm_epsilon"],
-        qkv_bias=config["qv_bias"],
-    )
-    if task == "classifier":
-        hf.update(use_mean_pooling=config["use_mean_pooling"], num_labels=config["num_classes"])
-    else:
-        hf["use_mean_pooling"] = not config.get("use_final_norm", True)
-    if task == "pretrainer":
-        hf.update(
-            decoder_hidden_size=config["decoder_hidden_dim"],
-            decoder_num_hidden_layers=config["decoder_depth"],
-            decoder_num_attention_heads=config["decoder_num_heads"],
-            decoder_intermediate_size=config["decoder_mlp_dim"],
-        )
-    return hf
-
-
 def reference_from_state(state, config, task):
     """A transformers model of the Keras model's architecture holding `state` (canonical)."""
     torch, transformers = _imports()
-    cls = getattr(transformers, HF_CLASSES[task])
-    model = cls(transformers.VideoMAEConfig(**transformers_config(config, task))).eval()
+    cls = getattr(transformers, MODEL_CLASSES[task])
+    model = cls(transformers.VideoMAEConfig(**arguments_to_config(config, task))).eval()
     own_keys = set(model.state_dict())
-    tensors = transformers_state_dict(state, task)
+    tensors = from_canonical(state, task)
     if not any(k.endswith("query.bias") for k in own_keys):  # transformers v4 names
         tensors = {
             k.replace("attention.query.bias", "attention.q_bias").replace(
@@ -160,7 +73,7 @@ def _set_epsilons(model, config):
 def reference_from_folder(folder, task):
     """transformers' own from_pretrained; refuses a load that left any weight at its init."""
     _, transformers = _imports()
-    cls = getattr(transformers, HF_CLASSES[task])
+    cls = getattr(transformers, MODEL_CLASSES[task])
     model, info = cls.from_pretrained(folder, output_loading_info=True)
     problems = {k: v for k, v in info.items() if v and k != "error_msgs"}
     if problems or info.get("error_msgs"):
@@ -194,11 +107,12 @@ def build_reference(source_path, layout, hf_config, state, config, task):
         layout == "transformers"
         and hf_config is not None
         and os.path.isdir(source_path)
-        and natural == HF_CLASSES[task]
+        and natural == MODEL_CLASSES[task]
     ):
         return reference_from_folder(source_path, task), (
-            f"transformers {HF_CLASSES[task]}.from_pretrained"
+            f"transformers {MODEL_CLASSES[task]}.from_pretrained"
         )
     model = reference_from_state(state, config, task)
     eps = config["layer_norm_epsilon"]
-    return model, f"transformers {HF_CLASSES[task]} holding the mapped weights (LayerNorm eps {eps:g})"
+    return model, (f"transformers {MODEL_CLASSES[task]} holding the mapped weights "
+                   f"(LayerNorm eps {eps:g})")

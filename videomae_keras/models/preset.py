@@ -85,6 +85,12 @@ def load_preset(cls, preset, **kwargs):
     return cls(backbone, **kwargs)
 
 
+def saved_class(folder):
+    """The class name of the model a preset folder was written from (metadata.json)."""
+    with open(os.path.join(folder, METADATA), encoding="utf-8") as f:
+        return json.load(f).get("class_name")
+
+
 def _load_folder(cls, folder, kwargs):
     """The model of class `cls` that `folder` holds, or None when it holds another kind (a
     backbone folder asked for a task)."""

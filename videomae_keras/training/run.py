@@ -223,7 +223,7 @@ def _jit():
 def _save(model, path, overwrite=True, writer=True):
     """The model alone (no optimizer state or compile settings): a fresh copy is saved. In
     a multi-process run every process gathers the weights and the writer saves them."""
-    from videomae_keras.convert.loading import rebuild
+    from videomae_keras.models.saving import rebuild
 
     with whole_values(model):
         if writer:
@@ -264,7 +264,7 @@ def pretrain(train_list, out_dir, architecture=None, epochs=100, batch_size=16, 
     `check_videos=False` checks only that the listed files exist, not that they open.
     Returns the trained VideoMAEPretrainer.
     """
-    from videomae_keras.convert.loading import load_keras_model
+    from videomae_keras.models.saving import load_keras_model
     from videomae_keras.models.factories import build
     from videomae_keras.models import VideoMAEPretrainer
 
@@ -441,7 +441,7 @@ def finetune(train_list, out_dir, pretrained, num_classes=None, val_list=None, e
     `process_id` as in `pretrain`; in a multi-process run process 0 evaluates the saved model
     on its own devices.
     """
-    from videomae_keras.convert.loading import load_keras_model
+    from videomae_keras.models.saving import load_keras_model
 
     final = os.path.join(out_dir, "finetuned.keras")
     class_names, num_classes = resolve_class_names(train_list, labels, num_classes)
