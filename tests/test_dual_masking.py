@@ -12,7 +12,7 @@ import keras
 import reference
 import videomae_keras as vk
 from conftest import BACKEND
-from videomae_keras.export import input_specs
+from videomae_keras.checkpoints.export import input_specs
 
 TOL = 1e-5
 TINY = dict(num_frames=4, image_size=32, patch_size=8, depth=1, hidden_dim=48, num_heads=4,

@@ -15,7 +15,8 @@ import torch
 
 import reference
 import videomae_keras as vk
-from videomae_keras import cli, hub, presets
+from videomae_keras import cli, presets
+from videomae_keras.checkpoints import cache as hub
 
 VIT_S_HF = dict(hidden_size=384, num_attention_heads=16, intermediate_size=1536, num_labels=400)
 VIT_S_OFFICIAL = dict(hidden_size=384, num_attention_heads=6, intermediate_size=1536, num_labels=400)

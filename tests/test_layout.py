@@ -11,9 +11,10 @@ FORBIDDEN = {
     "videomae_keras.layers": ("videomae_keras.models", "videomae_keras.training",
                               "videomae_keras.convert", "videomae_keras.cli"),
     "videomae_keras.models": ("videomae_keras.training", "videomae_keras.cli",
-                              "videomae_keras.porting", "videomae_keras.export"),
+                              "videomae_keras.checkpoints"),
     "videomae_keras.presets": ("videomae_keras.models", "videomae_keras.convert"),
-    "videomae_keras.hub": ("videomae_keras.convert", "videomae_keras.models"),
+    "videomae_keras.checkpoints.cache": ("videomae_keras.convert", "videomae_keras.models"),
+    "videomae_keras.training": ("videomae_keras.cli", "videomae_keras.checkpoints"),
 }
 
 

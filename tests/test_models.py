@@ -233,42 +233,43 @@ def test_mixed_precision_keeps_float32_logits():
     np.testing.assert_allclose(_np(logits), _np(reference(video)), atol=0.1)
 
 
-# --- saving ---------------------------------------------------------------------------------
+# --- the model contract: build, call, serialise, .keras / weights / preset round trips, jit ---
 
-def _models():
+SMALL_CLIP = dict(num_frames=4, image_size=32, depth=1)
+
+
+def _contract_cases():
+    """(model, inputs, output shape) per task, at several sizes (one block, small clips)."""
+    from videomae_keras.models.factories import build
+
+    grid14 = (2, 2, 2)  # 4 frames at 28x28, patch 14
+    dual_mask = np.stack([vk.RunningCellMaskingGenerator(grid14, 0.5)() for _ in range(2)])
     return {
-        "classifier": (vk.VideoMAEClassifier.from_arguments(num_classes=5, **TINY), lambda: _video()),
-        "pretrainer": (
+        "backbone-S16": lambda: (vk.VideoMAEBackbone(**dict(SIZES["S16"].backbone, **SMALL_CLIP)),
+                                 _video(), (2, 8, 384)),
+        "backbone-masked": lambda: (vk.VideoMAEBackbone(mask_ratio=0.5, **TINY),
+                                    [_video(), _masks(2)], (2, 16, TINY["hidden_dim"])),
+        "classifier-tiny": lambda: (vk.VideoMAEClassifier.from_arguments(num_classes=5, **TINY),
+                                    _video(), (2, 5)),
+        "classifier-B16-first-token": lambda: (
+            build("B16FT", num_classes=3, use_mean_pooling=False, **SMALL_CLIP), _video(), (2, 3)),
+        "pretrainer-tiny": lambda: (
             vk.VideoMAEPretrainer.from_arguments(mask_ratio=0.5, **TINY, **TINY_DECODER),
-            lambda: [_video(), _masks(2)],
-        ),
-        "backbone_masked": (vk.VideoMAEBackbone(mask_ratio=0.5, **TINY), lambda: [_video(), _masks(2)]),
+            [_video(), _masks(2)], (2, 16, 3 * 2 * 8 * 8)),
+        "pretrainer-g14-dual-masking": lambda: (
+            build("g14PT", num_frames=4, image_size=28, depth=1, decoder_depth=1, mask_ratio=0.5,
+                  decoder_mask_ratio=0.5),
+            [_video(size=28), _masks(2, grid=grid14), dual_mask.astype(bool)],
+            (2, 4, 3 * 2 * 14 * 14)),
     }
 
 
-@pytest.mark.parametrize("kind", ["classifier", "pretrainer", "backbone_masked"])
-def test_keras_file_round_trip(kind, tmp_path):
-    model, make_inputs = _models()[kind]
-    inputs = make_inputs()
-    expected = _np(model(inputs))
-    path = str(tmp_path / "model.keras")
-    model.save(path)
-    restored = keras.saving.load_model(path)  # safe_mode=True: no code in the file
-    assert type(restored) is type(model)
-    assert restored.get_config() == model.get_config()
-    np.testing.assert_array_equal(_np(restored(inputs)), expected)
+@pytest.mark.parametrize("case", list(_contract_cases()))
+def test_model_contract(case, tmp_path):
+    from tests.model_test import run_model_test
 
-
-@pytest.mark.parametrize("kind", ["classifier", "pretrainer"])
-def test_weights_file_round_trip(kind, tmp_path):
-    model, make_inputs = _models()[kind]
-    inputs = make_inputs()
-    path = str(tmp_path / "model.weights.h5")
-    model.save_weights(path)
-    fresh = type(model).from_config(model.get_config())
-    assert not np.array_equal(_np(fresh(inputs)), _np(model(inputs)))
-    fresh.load_weights(path)
-    np.testing.assert_array_equal(_np(fresh(inputs)), _np(model(inputs)))
+    model, inputs, shape = _contract_cases()[case]()
+    run_model_test(model, inputs, shape, str(tmp_path))
 
 
 def test_mixed_precision_model_round_trip(tmp_path):
@@ -282,17 +283,6 @@ def test_mixed_precision_model_round_trip(tmp_path):
 
 
 # --- compilation ------------------------------------------------------------------------------
-
-@pytest.mark.skipif(BACKEND == "torch", reason="XLA jit: jax and tensorflow")
-@pytest.mark.parametrize("kind", ["classifier", "pretrainer", "backbone_masked"])
-def test_jit_compiled_predict_matches_eager(kind):
-    model, make_inputs = _models()[kind]
-    inputs = make_inputs()
-    eager = _np(model(inputs))
-    model.compile(jit_compile=True)
-    assert model.jit_compile
-    np.testing.assert_allclose(model.predict(inputs, verbose=0), eager, atol=1e-5)
-
 
 @pytest.mark.skipif(BACKEND != "torch", reason="torch.compile")
 def test_torch_compile_predict_matches_eager():

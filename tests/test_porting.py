@@ -10,7 +10,8 @@ import pytest
 
 import keras
 import reference
-from videomae_keras import cli, export, porting
+from videomae_keras import cli
+from videomae_keras.checkpoints import export, porting
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # ViT-S width (so official files need no head count) at a small depth and clip size.

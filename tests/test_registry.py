@@ -7,7 +7,8 @@ import sys
 import pytest
 
 import videomae_keras as vk
-from videomae_keras import hub, presets
+from videomae_keras import presets
+from videomae_keras.checkpoints import cache as hub
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -53,7 +53,7 @@ def main():
     parser.add_argument("--formats", default="keras,h5,savedmodel,onnx")
     parser.add_argument("--keep", help="keep fixtures and outputs in this folder")
     args = parser.parse_args()
-    from videomae_keras.porting import port
+    from videomae_keras.checkpoints.porting import port
 
     folder = args.keep or tempfile.mkdtemp(prefix="check-ports-")
     os.makedirs(folder, exist_ok=True)

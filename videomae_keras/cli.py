@@ -128,7 +128,7 @@ def run_port(args):
     from videomae_keras import presets
 
     if args.list:
-        from videomae_keras.hub import recorded_digest
+        from videomae_keras.checkpoints.cache import recorded_digest
 
         print(f"{'name':<48} {'backbone':<9} {'task':<10} {'dataset':<24} {'top-1':<6} sha256")
         for name in presets.names():
@@ -141,7 +141,7 @@ def run_port(args):
         return 0
     if not args.source or not args.out:
         raise _UsageError("give a SOURCE and --out DIR (or --list)")
-    from videomae_keras.porting import port
+    from videomae_keras.checkpoints.porting import port
 
     overrides = {
         key: value
@@ -920,7 +920,7 @@ def _run(args):
     except Exception as e:  # one line, no traceback (VIDEOMAE_KERAS_DEBUG=1 shows it)
         if os.environ.get("VIDEOMAE_KERAS_DEBUG"):
             raise
-        porting = sys.modules.get("videomae_keras.porting")  # only it raises these
+        porting = sys.modules.get("videomae_keras.checkpoints.porting")  # only it raises these
         if porting is not None and isinstance(e, porting.VerificationError):
             print(f"videomae-keras {args.command}: verification failed: {e}", file=sys.stderr)
             return EXIT_VERIFY_FAILED

@@ -4,7 +4,8 @@ import dataclasses
 import os
 import warnings
 
-from videomae_keras import hub, presets
+from videomae_keras import presets
+from videomae_keras.checkpoints import cache
 from videomae_keras.atomic import atomic_output
 from videomae_keras.initializers import build_for_loading
 from videomae_keras.models.saving import load_keras_model, rebuild
@@ -262,10 +263,10 @@ def load_registered(name, progress=True, **overrides):
     its class names.
     """
     info = presets.checkpoint(name)
-    path = hub.converted_path(name)
+    path = cache.converted_path(name)
     if not os.path.exists(path):
         stages = Stages(2, enabled=progress)
-        with hub.fetched(name, stages) as source:
+        with cache.fetched(name, stages) as source:
             model = stages.run(
                 f"convert {name}", from_pretrained, source, **info.get("model_args", {})
             )
@@ -280,7 +281,7 @@ def load_registered(name, progress=True, **overrides):
         except Exception as e:
             raise RuntimeError(
                 f"The converted model of {name} in the cache ({path}) cannot be loaded ({e}). "
-                f"Delete it (videomae_keras.hub.remove({name!r})) and it is converted again."
+                f"Delete it (videomae_keras.checkpoints.cache.remove({name!r})) and it is converted again."
             ) from None
     if overrides:
         model = rebuild(model, **overrides)

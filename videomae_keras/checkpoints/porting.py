@@ -14,7 +14,8 @@ import numpy as np
 
 import keras
 
-from videomae_keras import export, flops, hub, presets
+from videomae_keras import flops, presets
+from videomae_keras.checkpoints import cache, export
 from videomae_keras.atomic import OutputSet, check_writable
 from videomae_keras.convert.loading import (
     WeightMismatchError,
@@ -165,7 +166,7 @@ def port(
     with contextlib.ExitStack() as fetching:
         if registered:  # files downloaded now that do not convert are removed again
             source = stages.run(f"fetch {info['name']}", fetching.enter_context,
-                                hub.fetched(info["name"], stages))
+                                cache.fetched(info["name"], stages))
         plan = stages.run("read checkpoint", plan_model, source, task, **overrides)
         notes.extend(plan.notes)
 

@@ -1,0 +1,339 @@
+"""SavedModel (TF Serving) and ONNX files of the Keras models, made through TensorFlow.
+
+Both exporters need the TensorFlow backend. `export_files` works from any backend: under
+another backend it runs the export in a TensorFlow subprocess that loads the model's `.keras`
+file. SavedModels carry `serving_default` (float32 normalised clips) and, by default,
+`serving_uint8` (uint8 frames of the model's size, scaled by 1/255 and normalised with the
+ImageNet mean and std inside the graph). `run_saved_model` runs an exported file in a fresh
+TensorFlow process, the way a server would see it.
+
+Run as `python -m videomae_keras.checkpoints.export ...` this module is that subprocess.
+"""
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+import numpy as np
+
+import keras
+
+from videomae_keras.configs import IMAGENET_MEAN, IMAGENET_STD
+
+OUTPUT_NAMES = {"classifier": "logits", "pretrainer": "predictions", "backbone": "tokens"}
+
+
+def task_of(model):
+    from videomae_keras import models
+
+    if isinstance(model, models.VideoMAEPretrainer):
+        return "pretrainer"
+    if isinstance(model, models.VideoMAEBackbone):
+        return "backbone"
+    return "classifier"
+
+
+def takes_mask(model):
+    return getattr(model, "num_masked", None) is not None
+
+
+def input_specs(model):
+    """[(name, shape, dtype)] of the model's inputs with a free batch axis."""
+    specs = [("video", (None, *model.video_shape), "float32")]
+    if takes_mask(model):
+        specs.append(("bool_masked_pos", (None, model.num_tokens), "bool"))
+    if getattr(model, "num_decoded", None) is not None:  # VideoMAE V2 dual masking
+        specs.append(("decoder_mask", (None, model.num_tokens), "bool"))
+    return specs
+
+
+def _require_tensorflow():
+    if keras.backend.backend() != "tensorflow":
+        raise RuntimeError(
+            "This export runs on the TensorFlow backend; use export_files(), which switches to "
+            "a TensorFlow subprocess, or set KERAS_BACKEND=tensorflow."
+        )
+    import tensorflow as tf
+
+    return tf
+
+
+def normalize_uint8(frames, tf):
+    """uint8 frames -> float32 model input: x / 255, then ImageNet mean and std."""
+    mean = tf.constant(IMAGENET_MEAN, tf.float32)
+    std = tf.constant(IMAGENET_STD, tf.float32)
+    return (tf.cast(frames, tf.float32) / 255.0 - mean) / std
+
+
+def export_saved_model(model, path, uint8_signature=True):
+    """Writes a SavedModel for TF Serving at `path` (TensorFlow backend).
+
+    Written with tf.saved_model.save on a tf.Module that tracks each variable once (Keras'
+    ExportArchive stores every weight twice, doubling the file).
+    """
+    tf = _require_tensorflow()
+    output = OUTPUT_NAMES[task_of(model)]
+    specs = [tf.TensorSpec(shape, dtype, name=name) for name, shape, dtype in input_specs(model)]
+
+    def run(inputs):
+        inputs = inputs[0] if len(inputs) == 1 else list(inputs)
+        return {output: model(inputs, training=False)}
+
+    module = tf.Module()
+    module.model_variables = [v.value for v in model.variables]  # the raw tf.Variables
+    module.serve = tf.function(lambda *inputs: run(inputs), input_signature=specs)
+    signatures = {"serving_default": module.serve.get_concrete_function()}
+    if uint8_signature:
+        frames = tf.TensorSpec(specs[0].shape, tf.uint8, name="frames")
+        module.serve_uint8 = tf.function(
+            lambda frames, *rest: run((normalize_uint8(frames, tf), *rest)),
+            input_signature=[frames, *specs[1:]],
+        )
+        signatures["serving_uint8"] = module.serve_uint8.get_concrete_function()
+    tf.saved_model.save(module, path, signatures=signatures)
+
+
+# Above this many bytes of weights, ONNX files keep their tensors in a `.data` file beside them
+# (a single protobuf message cannot exceed 2 GB).
+ONNX_EXTERNAL_DATA_BYTES = 1800 * 1024**2
+
+
+def weights_bytes(model):
+    return sum(int(np.prod(w.shape)) * np.dtype(w.dtype).itemsize for w in model.weights)
+
+
+def export_onnx(model, path, opset_version=None, external_data=None):
+    """Writes an ONNX file at `path` (TensorFlow backend, through tf2onnx).
+
+    Inputs are named as the model's (`video`, `bool_masked_pos`), the output after the task
+    (`logits`, `predictions`, `tokens`). Models with more than about 1.8 GB of weights (ViT-H,
+    ViT-g; the environment variable VIDEOMAE_KERAS_ONNX_EXTERNAL_DATA_BYTES moves the
+    threshold), or any model with `external_data=True`, are written in ONNX's external-data form:
+    the graph in `path` and the tensors in `path + ".data"` beside it, which onnxruntime reads
+    when given `path`.
+    """
+    tf = _require_tensorflow()
+    try:
+        import onnx
+        import tf2onnx
+    except ImportError:
+        raise ImportError("ONNX export needs tf2onnx and onnx: pip install tf2onnx onnx") from None
+    try:  # Keras' compatibility patch of tf2onnx for numpy 2
+        from keras.src.export.tf2onnx_lib import patch_tf2onnx
+
+        patch_tf2onnx()
+    except ImportError:
+        pass
+    output = OUTPUT_NAMES[task_of(model)]
+    specs = [tf.TensorSpec(shape, dtype, name=name) for name, shape, dtype in input_specs(model)]
+
+    def run(*inputs):
+        inputs = inputs[0] if len(inputs) == 1 else list(inputs)
+        return {output: model(inputs, training=False)}
+
+    function = tf.function(run, input_signature=specs)
+    if external_data is None:
+        threshold = int(os.environ.get("VIDEOMAE_KERAS_ONNX_EXTERNAL_DATA_BYTES",
+                                       ONNX_EXTERNAL_DATA_BYTES))
+        external_data = weights_bytes(model) > threshold
+    proto, storage = tf2onnx.convert.from_function(
+        function, input_signature=specs, opset=opset_version, large_model=external_data,
+        custom_op_handlers={"Erfc": (_erfc_as_one_minus_erf, [])},
+    )
+    if not external_data:
+        onnx.save_model(proto, path)
+        return
+    # tf2onnx keeps large tensors in its own storage; put them back and let onnx write them
+    # to one `.data` file in the standard external-data layout.
+    for tensor in _all_tensors(proto.graph):
+        if tensor.data_location == onnx.TensorProto.EXTERNAL:
+            location = {e.key: e.value for e in tensor.external_data}["location"]
+            tensor.raw_data = storage.name_to_tensor_data[location]
+            del tensor.external_data[:]
+            tensor.data_location = onnx.TensorProto.DEFAULT
+    onnx.save_model(proto, path, save_as_external_data=True, all_tensors_to_one_file=True,
+                    location=os.path.basename(path) + ".data", size_threshold=1024)
+
+
+def _erfc_as_one_minus_erf(ctx, node, name, args):
+    """tf2onnx handler: TensorFlow's exact GELU uses Erfc, which ONNX lacks; write 1 - Erf."""
+    from tf2onnx import utils
+
+    dtype = utils.map_onnx_to_numpy_type(ctx.get_dtype(node.input[0]))
+    one = ctx.make_const(utils.make_name(f"{name}_one"), np.array(1, dtype=dtype))
+    erf = ctx.make_node("Erf", [node.input[0]])
+    ctx.replace_inputs(node, [one.output[0], erf.output[0]])
+    node.type = "Sub"
+
+
+def _all_tensors(graph):
+    yield from graph.initializer
+    for node in graph.node:
+        for attribute in node.attribute:
+            if attribute.HasField("t"):
+                yield attribute.t
+            yield from attribute.tensors
+            if attribute.HasField("g"):
+                yield from _all_tensors(attribute.g)
+            for subgraph in attribute.graphs:
+                yield from _all_tensors(subgraph)
+
+
+def export_files(model, keras_file, saved_model=None, onnx=None):
+    """Exports `model` (saved at `keras_file`) to a SavedModel and/or ONNX file, from any
+    backend. The paths are written as given (callers make them temporary for atomicity)."""
+    if keras.backend.backend() == "tensorflow":
+        if saved_model:
+            export_saved_model(model, saved_model)
+        if onnx:
+            export_onnx(model, onnx)
+        return
+    command = ["export", keras_file]
+    if saved_model:
+        command += ["--saved-model", saved_model]
+    if onnx:
+        command += ["--onnx", onnx]
+    _run_tensorflow_worker(command)
+
+
+def _run_tensorflow_worker(arguments):
+    # The worker imports this package from wherever this process did (installed or not).
+    package_root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    path = os.pathsep.join(p for p in (package_root, os.environ.get("PYTHONPATH")) if p)
+    env = dict(os.environ, KERAS_BACKEND="tensorflow", TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=path,
+               VIDEOMAE_KERAS_PARENT_PID=str(os.getpid()))
+    # subprocess.run kills the worker when this process is interrupted (Ctrl-C, SIGTERM);
+    # the worker ends itself when this process dies outright (see _die_with_parent)
+    process = subprocess.run(
+        [sys.executable, "-m", "videomae_keras.checkpoints.export", *arguments],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    if process.returncode != 0:
+        tail = "\n".join(process.stderr.strip().splitlines()[-15:])
+        raise RuntimeError(f"The TensorFlow export process failed:\n{tail}")
+    return process.stdout
+
+
+def run_saved_model(path, inputs, signature="serving_default", jit_compile=False):
+    """Runs a SavedModel signature in a fresh TensorFlow process; returns {output: array}.
+
+    `inputs` maps input names to arrays. With `jit_compile` the signature runs inside a
+    `tf.function(jit_compile=True)`, i.e. under XLA.
+    """
+    return run_saved_model_many(path, [(signature, inputs, jit_compile)])[0]
+
+
+def run_saved_model_many(path, runs):
+    """Several (signature, inputs, jit_compile) runs of one SavedModel in one fresh process."""
+    with tempfile.TemporaryDirectory() as folder:
+        manifest = []
+        for i, (signature, inputs, jit_compile) in enumerate(runs):
+            feed = os.path.join(folder, f"in{i}.npz")
+            np.savez(feed, **inputs)
+            manifest.append({"signature": signature, "inputs": feed, "xla": bool(jit_compile),
+                             "outputs": os.path.join(folder, f"out{i}.npz")})
+        manifest_path = os.path.join(folder, "runs.json")
+        with open(manifest_path, "w", encoding="utf-8") as f:
+            json.dump(manifest, f)
+        _run_tensorflow_worker(["run-saved-model", path, manifest_path])
+        results = []
+        for run in manifest:
+            with np.load(run["outputs"]) as data:
+                results.append({k: data[k] for k in data.files})
+        return results
+
+
+def run_onnx(path, inputs):
+    """Runs an ONNX file with onnxruntime on the CPU; returns {output: array}."""
+    try:
+        import onnxruntime
+    except ImportError:
+        raise ImportError("Running ONNX files needs onnxruntime: pip install onnxruntime") from None
+    session = onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"])
+    names = [i.name for i in session.get_inputs()]
+    feed = {name: inputs[name] for name in names}
+    outputs = session.run(None, feed)
+    return {o.name: v for o, v in zip(session.get_outputs(), outputs)}
+
+
+# --- the TensorFlow subprocess ---------------------------------------------------------------
+
+def _worker_export(args):
+    model = keras.saving.load_model(args.model)
+    if args.saved_model:
+        export_saved_model(model, args.saved_model)
+    if args.onnx:
+        export_onnx(model, args.onnx)
+
+
+def _worker_run_saved_model(args):
+    import tensorflow as tf
+
+    loaded = tf.saved_model.load(args.path)
+    with open(args.manifest, encoding="utf-8") as f:
+        runs = json.load(f)
+    for run in runs:
+        function = loaded.signatures[run["signature"]]
+        with np.load(run["inputs"]) as data:
+            feed = {k: tf.constant(data[k]) for k in data.files}
+        if run["xla"]:
+            outputs = tf.function(lambda **kw: function(**kw), jit_compile=True)(**feed)
+        else:
+            outputs = function(**feed)
+        np.savez(run["outputs"], **{k: v.numpy() for k, v in outputs.items()})
+
+
+def _die_with_parent():
+    """The worker must not outlive the process that started it (a SIGKILL leaves no chance
+    to stop it): on Linux the kernel sends it SIGKILL when the parent dies (prctl
+    PR_SET_PDEATHSIG); elsewhere a thread checks for the parent every half second."""
+    parent = int(os.environ.get("VIDEOMAE_KERAS_PARENT_PID") or 0)
+    if not parent:
+        return
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+    if os.getppid() != parent:  # it died before the line above took effect
+        os._exit(1)
+
+    def watch():
+        while True:
+            time.sleep(0.5)
+            if os.getppid() != parent:
+                os._exit(1)
+
+    threading.Thread(target=watch, daemon=True, name="die-with-parent").start()
+
+
+def main(argv=None):
+    _die_with_parent()
+    parser = argparse.ArgumentParser(prog="python -m videomae_keras.checkpoints.export")
+    commands = parser.add_subparsers(dest="command", required=True)
+    export = commands.add_parser("export", help="export a .keras model (TensorFlow backend)")
+    export.add_argument("model")
+    export.add_argument("--saved-model")
+    export.add_argument("--onnx")
+    export.set_defaults(run=_worker_export)
+    run = commands.add_parser("run-saved-model", help="run SavedModel signatures")
+    run.add_argument("path")
+    run.add_argument("manifest", help="JSON list of {signature, inputs, outputs, xla}")
+    run.set_defaults(run=_worker_run_saved_model)
+    args = parser.parse_args(argv)
+    if keras.backend.backend() != "tensorflow":
+        parser.error("run with KERAS_BACKEND=tensorflow")
+    args.run(args)
+
+
+if __name__ == "__main__":
+    main()
