@@ -9,12 +9,15 @@ ROOT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
 # package or module -> what it must not import, at module level or inside a function
 FORBIDDEN = {
     "videomae_keras.layers": ("videomae_keras.models", "videomae_keras.training",
-                              "videomae_keras.convert", "videomae_keras.cli"),
+                              "videomae_keras.convert", "videomae_keras.cli",
+                              "videomae_keras.commands"),
     "videomae_keras.models": ("videomae_keras.training", "videomae_keras.cli",
+                              "videomae_keras.commands",
                               "videomae_keras.checkpoints"),
     "videomae_keras.presets": ("videomae_keras.models", "videomae_keras.convert"),
     "videomae_keras.checkpoints.cache": ("videomae_keras.convert", "videomae_keras.models"),
-    "videomae_keras.training": ("videomae_keras.cli", "videomae_keras.checkpoints"),
+    "videomae_keras.training": ("videomae_keras.cli", "videomae_keras.commands",
+                                "videomae_keras.checkpoints"),
 }
 
 

@@ -1,0 +1,192 @@
+"""What the commands share: argument types that check values as they are parsed, the weights
+and view options, and running a step over each video with one line per failure."""
+
+import argparse
+import sys
+
+EXIT_VERIFY_FAILED = 1
+EXIT_ERROR = 2
+EXIT_INTERRUPTED = 130  # 128 + SIGINT; SIGTERM gives 143
+
+def at_least(minimum, kind=int):
+    """An argparse type: a number of `kind` no smaller than `minimum`."""
+    def parse(text):
+        try:
+            value = kind(text)
+        except ValueError:
+            what = "an integer" if kind is int else "a number"
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {text}")
+        return value
+
+    return parse
+
+
+def fraction(low=0.0, high=1.0, high_inclusive=False, low_inclusive=True):
+    """An argparse type: a number in [low, high) (or with the given ends)."""
+    def parse(text):
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        above = value >= low if low_inclusive else value > low
+        below = value <= high if high_inclusive else value < high
+        if not (above and below):
+            interval = ("[" if low_inclusive else "(") + f"{low:g}, {high:g}" + (
+                "]" if high_inclusive else ")")
+            raise argparse.ArgumentTypeError(f"must lie in {interval}, got {text}")
+        return value
+
+    return parse
+
+
+POSITIVE = at_least(1)
+
+NON_NEGATIVE = at_least(0)
+
+POSITIVE_FLOAT = fraction(0.0, float("inf"), low_inclusive=False)
+
+RATIO = fraction(0.0, 1.0)
+
+
+def image_size(text):
+    try:
+        parts = [int(p) for p in text.lower().replace("x", ",").split(",") if p]
+    except ValueError:
+        raise argparse.ArgumentTypeError("give one size (224) or height,width (224,320)") from None
+    if any(p < 1 for p in parts):
+        raise argparse.ArgumentTypeError(f"sizes must be positive, got {text}")
+    if len(parts) == 1:
+        return parts[0]
+    if len(parts) == 2:
+        return tuple(parts)
+    raise argparse.ArgumentTypeError("give one size (224) or height,width (224,320)")
+
+
+def formats(text):
+    from videomae_keras.options import FORMATS
+
+    formats = [f.strip().lower() for f in text.split(",") if f.strip()]
+    unknown = [f for f in formats if f not in FORMATS]
+    if unknown or not formats:
+        raise argparse.ArgumentTypeError(
+            f"unknown format(s) {', '.join(unknown) or '(none)'}; choose from {', '.join(FORMATS)}"
+        )
+    return formats
+
+
+DEFAULT_CLASSIFIER = "MCG-NJU/videomae-base-finetuned-kinetics"
+
+DEFAULT_PRETRAINER = "MCG-NJU/videomae-base"
+
+
+def views(text):
+    from videomae_keras.options import parse_views
+
+    try:
+        return parse_views(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e))
+
+
+def add_weights_arguments(parser, default):
+    parser.add_argument(
+        "--weights",
+        default=default,
+        help="official .pth, transformers folder, .safetensors/.bin, .keras or .weights.h5 "
+        f"file, or a registered name (default: {default}; downloaded once, then cached)",
+    )
+    parser.add_argument("--arch", help="architecture of a .weights.h5 file, e.g. B16FT, S16PT")
+    parser.add_argument("--num-classes", type=NON_NEGATIVE,
+                        help="classes of a .weights.h5 classifier (default 400)")
+    parser.add_argument("--decoder", default="auto", choices=["auto", "decord", "pyav", "opencv"],
+                        help="video decoder (auto: decord, then PyAV, then OpenCV)")
+    parser.add_argument("--jit", choices=["auto", "on", "off"], default="auto",
+                        help="compiled model calls: XLA on jax/tensorflow, torch.compile on "
+                        "torch (auto: on except on torch, where compiling costs more than "
+                        "a few clips save)")
+    parser.add_argument("--int8", action="store_true",
+                        help="int8 weights (Keras quantize): faster on some backends, "
+                        "slightly different outputs (see bench/quantize.py)")
+    parser.add_argument("--mixed-precision", action="store_true",
+                        help="bfloat16 compute (for GPUs and TPUs; slower on most CPUs)")
+    add_flags(parser, "quiet")
+
+
+FLAGS = {
+    "overwrite": "replace existing output files",
+    "json": "print the result as JSON",
+    "quiet": "no progress output",
+}
+
+
+def add_flags(parser, *names):
+    """The store-true options several commands share (--overwrite, --json, --quiet)."""
+    for name in names:
+        parser.add_argument(f"--{name}", action="store_true", help=FLAGS[name])
+
+
+def add_view_arguments(parser, views_help):
+    parser.add_argument("--views", type=views, help=views_help)
+    parser.add_argument("--sampling", choices=["dense", "segment", "uniform"],
+                        help="frame sampling: dense (Kinetics: stride --sampling-rate), "
+                        "segment (SSv2), uniform")
+    parser.add_argument("--sampling-rate", type=POSITIVE, default=4,
+                        help="frame stride of dense sampling (default 4)")
+    parser.add_argument("--batch-size", type=POSITIVE, default=4, help="views per model call")
+
+
+class UsageError(Exception):
+    pass
+
+
+def load_weights(args, stages, **overrides):
+    from videomae_keras import presets
+    from videomae_keras.convert import from_pretrained
+    from videomae_keras.inference import optimize_for_inference
+
+    kwargs = dict(overrides)
+    if getattr(args, "mixed_precision", False):
+        kwargs["dtype"] = "mixed_bfloat16"
+    if args.arch:
+        kwargs["architecture"] = args.arch
+        if args.num_classes is not None:
+            kwargs["num_classes"] = args.num_classes
+    elif args.num_classes is not None:
+        raise UsageError("--num-classes goes with --arch (for .weights.h5 files)")
+    if str(args.weights).endswith(".keras") and kwargs:
+        # a whole saved model: rebuilt with the changed arguments around its weights
+        from videomae_keras.models.saving import rebuild
+
+        model = stages.run(f"loading {args.weights}", lambda: rebuild(
+            from_pretrained(args.weights), **kwargs))
+    else:
+        model = stages.run(f"loading {args.weights}", from_pretrained, args.weights,
+                           progress=not args.quiet, **kwargs)
+    jit = {"auto": "auto", "on": True, "off": False}[getattr(args, "jit", "auto")]
+    optimize_for_inference(model, jit_compile=jit, int8=getattr(args, "int8", False))
+    label_map = None
+    if presets.is_registered(args.weights):
+        label_map = presets.checkpoint(args.weights).get("label_map")
+    return model, label_map
+
+
+def check_videos(paths):
+    from videomae_keras.video.io import _check_file
+
+    for path in paths:
+        _check_file(path)
+
+
+def each_video(command, videos, stages, describe, function):
+    """Yields (path, result) with `function(path)` run as one stage per video, one at a time.
+    A video that cannot be read prints one error line and yields its VideoError instead."""
+    from videomae_keras.video.io import VideoError
+
+    for path in videos:
+        try:
+            yield path, stages.run(f"{describe} {path}", function, path)
+        except VideoError as e:
+            print(f"videomae-keras {command}: error: {e}", file=sys.stderr)
+            yield path, e
