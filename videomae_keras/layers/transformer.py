@@ -334,12 +334,8 @@ class TransformerStack(keras.layers.Layer):
                 self.hidden_dim,
                 self.num_heads,
                 self.mlp_dim,
-                qv_bias=self.qv_bias,
-                init_values=self.init_values,
-                dropout_rate=self.dropout_rate,
-                attention_dropout_rate=self.attention_dropout_rate,
+                **self._block_settings(),
                 drop_path_rate=float(rate),
-                layer_norm_epsilon=self.layer_norm_epsilon,
                 kernel_initializer=fresh(self.kernel_initializer, f"blocks_{i}"),
                 remat=self.remat,
                 dtype=self.dtype_policy,
@@ -364,13 +360,15 @@ class TransformerStack(keras.layers.Layer):
             depth=self.depth,
             num_heads=self.num_heads,
             mlp_dim=self.mlp_dim,
-            qv_bias=self.qv_bias,
-            init_values=self.init_values,
-            dropout_rate=self.dropout_rate,
-            attention_dropout_rate=self.attention_dropout_rate,
+            **self._block_settings(),
             drop_path_rate=self.drop_path_rate,
             **({"remat": True} if self.remat else {}),
-            layer_norm_epsilon=self.layer_norm_epsilon,
             kernel_initializer=keras.initializers.serialize(self.kernel_initializer),
         )
         return config
+
+    def _block_settings(self):
+        """The settings every block gets as they are (the blocks' arguments and the config)."""
+        return {name: getattr(self, name) for name in (
+            "qv_bias", "init_values", "dropout_rate", "attention_dropout_rate",
+            "layer_norm_epsilon")}
