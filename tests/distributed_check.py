@@ -1,4 +1,4 @@
-"""Run by test_distribute.py in a fresh process (devices must be set up before the backend
+"""Run by test_training_distribute.py in a fresh process (devices must be set up before the backend
 starts): trains a tiny pretrainer on one device and data-parallel on two, same data and
 seed, and prints the figures as JSON."""
 

@@ -1,4 +1,4 @@
-"""Run by test_distribute.py in a fresh process with 8 virtual CPU devices (they must exist
+"""Run by test_training_distribute.py in a fresh process with 8 virtual CPU devices (they must exist
 before JAX starts): trains a tiny pretrainer and a tiny classifier on one device and fully
 sharded on several meshes, same data and start, and prints weights' differences and the
 variables' shardings as JSON."""

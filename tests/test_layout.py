@@ -17,7 +17,7 @@ FORBIDDEN = {
     "videomae_keras.presets": ("videomae_keras.models", "videomae_keras.convert"),
     "videomae_keras.checkpoints.cache": ("videomae_keras.convert", "videomae_keras.models"),
     "videomae_keras.training": ("videomae_keras.cli", "videomae_keras.commands",
-                                "videomae_keras.checkpoints"),
+                                "videomae_keras.checkpoints", "videomae_keras.convert"),
 }
 
 

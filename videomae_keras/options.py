@@ -1,6 +1,8 @@
 """Plain option values shared by the library and the command line, with no Keras or numpy
 (the command line checks its arguments with these before anything heavy loads)."""
 
+import argparse
+
 # What `port` writes: format name -> file suffix.
 FORMATS = {
     "keras": ".keras",
@@ -57,3 +59,54 @@ def batch_ways(distribution, mesh, devices):
             return parse_mesh(mesh, devices)[0]
         return mesh[0] or devices // mesh[1]
     return devices
+
+
+# argparse types: each checks a value as it is parsed and says what it expected.
+def at_least(minimum, kind=int):
+    """An argparse type: a number of `kind` no smaller than `minimum`."""
+    def parse(text):
+        try:
+            value = kind(text)
+        except ValueError:
+            what = "an integer" if kind is int else "a number"
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {text}")
+        return value
+
+    return parse
+
+
+def fraction(low=0.0, high=1.0, high_inclusive=False, low_inclusive=True):
+    """An argparse type: a number in [low, high) (or with the given ends)."""
+    def parse(text):
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        above = value >= low if low_inclusive else value > low
+        below = value <= high if high_inclusive else value < high
+        if not (above and below):
+            interval = ("[" if low_inclusive else "(") + f"{low:g}, {high:g}" + (
+                "]" if high_inclusive else ")")
+            raise argparse.ArgumentTypeError(f"must lie in {interval}, got {text}")
+        return value
+
+    return parse
+
+
+POSITIVE = at_least(1)
+
+NON_NEGATIVE = at_least(0)
+
+POSITIVE_FLOAT = fraction(0.0, float("inf"), low_inclusive=False)
+
+RATIO = fraction(0.0, 1.0)
+
+
+def views(text):
+    """An argparse type: "5x3" as (clips, crops)."""
+    try:
+        return parse_views(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e))

@@ -125,128 +125,168 @@ def _max_diff(a, b):
     return float(np.max(np.abs(np.asarray(a, np.float64) - np.asarray(b, np.float64))))
 
 
-def port(
-    source,
-    out_dir,
-    formats=("keras",),
-    verify=False,
-    overwrite=False,
-    name=None,
-    tolerance=1e-4,
-    task=None,
-    progress=True,
-    labels=None,
-    **overrides,
-):
-    """Converts `source` and writes the requested formats into `out_dir`; returns a PortResult.
+@dataclasses.dataclass
+class PortPlan:
+    """What a port will do, worked out before any work: the outputs and the source."""
 
-    `labels`: class names for a classifier (a text file, one per line, or a list), saved in
-    the `.keras` file; registered classifiers of a shipped label space get theirs anyway.
+    source: str
+    out_dir: str
+    name: str
+    formats: list
+    targets: dict  # format -> path
+    overwrite: bool
+    verify: bool
+    tolerance: float
+    task: str = None
+    overrides: dict = dataclasses.field(default_factory=dict)
+    info: dict = None  # the registry entry of a registered name
 
-    Raises VerificationError (after writing nothing) when the Keras model differs from the
-    PyTorch reference by more than `tolerance`, or (after removing what it wrote) when a
-    written file does.
-    """
+    @property
+    def stage_count(self):
+        return 2 + bool(self.info) + 2 * self.verify + len(self.formats)
+
+
+def plan_port(source, out_dir, formats=("keras",), verify=False, overwrite=False, name=None,
+              tolerance=1e-4, task=None, **overrides):
+    """Step 1: checks the formats and that every output may be written (refusing before
+    any work) and looks the source up in the registry."""
     formats = list(dict.fromkeys(formats))
     unknown = [f for f in formats if f not in FORMATS]
     if unknown or not formats:
         raise ValueError(f"Unknown format(s) {unknown}; choose from {', '.join(FORMATS)}.")
     name = name or default_name(source)
     targets = output_paths(out_dir, name, formats)
-    for path in _output_names(targets):  # refuse before doing any work
+    for path in _output_names(targets):
         check_writable(os.path.join(out_dir, path), overwrite)
-
-    registered = presets.is_registered(source) and not os.path.exists(source)
-    total = 2 + (1 if registered else 0) + (1 if verify else 0) + len(formats) + (1 if verify else 0)
-    stages = Stages(total, enabled=progress)
-    notes = []
-    info = presets.checkpoint(source) if registered else None
-    if registered:
+    info = None
+    if presets.is_registered(source) and not os.path.exists(source):
+        info = presets.checkpoint(source)
         overrides = {**info.get("model_args", {}), **overrides}
+    return PortPlan(source, out_dir, name, formats, targets, overwrite, verify, tolerance,
+                    task, overrides, info)
+
+
+def convert(plan, stages, notes):
+    """Step 2: (Keras model, checkpoint plan): reads the checkpoint (fetching a registered
+    name first; fetched files that do not convert are removed again), builds the model and
+    loads every weight."""
     with contextlib.ExitStack() as fetching:
-        if registered:  # files downloaded now that do not convert are removed again
-            source = stages.run(f"fetch {info['name']}", fetching.enter_context,
-                                cache.fetched(info["name"], stages))
-        plan = stages.run("read checkpoint", plan_model, source, task, **overrides)
-        notes.extend(plan.notes)
+        source = plan.source
+        if plan.info:
+            source = stages.run(f"fetch {plan.info['name']}", fetching.enter_context,
+                                cache.fetched(plan.info["name"], stages))
+        checkpoint = stages.run("read checkpoint", plan_model, source, plan.task,
+                                **plan.overrides)
+        notes.extend(checkpoint.notes)
+        model = stages.run("build model and load weights", _build_and_load, checkpoint,
+                           stages, notes)
+    return model, checkpoint
 
-        def build_and_load():
-            strict = plan.task == plan.natural_task  # every weight loaded: none drawn first
-            model = build_model(plan.task, plan.kwargs, initialize=not strict)
-            with stages.bar(len(plan.state), "load weights", "tensor") as bar:
-                try:
-                    report = load_pytorch_weights(
-                        model, plan.checkpoint, strict=strict, progress=lambda: bar.update(1),
-                    )
-                except WeightMismatchError as e:
-                    if e.report.mismatched and not (e.report.missing or e.report.unexpected):
-                        raise e.as_inconsistent_checkpoint() from None
-                    raise
-            if report.missing or report.unexpected or report.mismatched:
-                notes.append(f"partial load: {report}")
-            return model
 
-        model = stages.run("build model and load weights", build_and_load)
-    names = _class_names(labels, info, model)
-    if names:
-        model = rebuild(model, class_names=names)
-    config = model.arguments()
-    counts = flops.count(config)
-    inputs = fixed_inputs(model)
-    reference_out = keras_outputs(model, inputs)
-    output = export.OUTPUT_NAMES[plan.task]
-    differences, reference = {}, None
+def _build_and_load(checkpoint, stages, notes):
+    strict = checkpoint.task == checkpoint.natural_task  # every weight loaded: none drawn
+    model = build_model(checkpoint.task, checkpoint.kwargs, initialize=not strict)
+    with stages.bar(len(checkpoint.state), "load weights", "tensor") as bar:
+        try:
+            report = load_pytorch_weights(model, checkpoint.checkpoint, strict=strict,
+                                          progress=lambda: bar.update(1))
+        except WeightMismatchError as e:
+            if e.report.mismatched and not (e.report.missing or e.report.unexpected):
+                raise e.as_inconsistent_checkpoint() from None
+            raise
+    if report.missing or report.unexpected or report.mismatched:
+        notes.append(f"partial load: {report}")
+    return model
 
-    if verify:
-        def run_reference():
-            from videomae_keras.convert.reference import build_reference, reference_outputs
 
-            ref_model, description = build_reference(
-                plan.checkpoint.path, plan.layout, plan.checkpoint.hf_config, plan.state,
-                config, plan.task,
-            )
-            return reference_outputs(ref_model, inputs["video"], inputs.get("bool_masked_pos")), description
+def verify_against_reference(model, checkpoint, inputs, expected, stages):
+    """Step 3: ({what: max |diff|}, reference description): the Keras outputs against the
+    PyTorch reference model built from the same checkpoint."""
+    from videomae_keras.convert.reference import build_reference, reference_outputs
 
-        torch_out, reference = stages.run("verify against PyTorch", run_reference)
-        differences[f"Keras vs PyTorch reference ({output})"] = _max_diff(reference_out, torch_out)
-        _check(differences, tolerance)
+    def run_reference():
+        reference, description = build_reference(
+            checkpoint.checkpoint.path, checkpoint.layout, checkpoint.checkpoint.hf_config,
+            checkpoint.state, model.arguments(), checkpoint.task)
+        return reference_outputs(reference, inputs["video"],
+                                 inputs.get("bool_masked_pos")), description
 
-    def write_all(outputs):
-        staged = {fmt: outputs.path(os.path.basename(path)) for fmt, path in targets.items()}
-        for fmt in formats:
+    torch_out, description = stages.run("verify against PyTorch", run_reference)
+    output = export.OUTPUT_NAMES[checkpoint.task]
+    return {f"Keras vs PyTorch reference ({output})": _max_diff(expected, torch_out)}, description
+
+
+def write_outputs(model, plan, stages, notes, inputs, expected, differences, output):
+    """Step 4: writes every format into a hidden staging folder beside the outputs and
+    moves them into place together once complete (and, with `plan.verify`, each loaded back
+    and compared): an error, Ctrl-C or SIGTERM leaves the folder as it was, old outputs
+    included; a SIGKILL's leftovers go at the next port."""
+    names = _output_names(plan.targets)
+    with OutputSet(plan.out_dir, names, plan.overwrite, label=f"{plan.name}.port") as outputs:
+        if outputs.recovered:
+            notes.append("completed the outputs of a port that was killed while moving them "
+                         f"into place: {', '.join(outputs.recovered)}")
+        staged = {fmt: outputs.path(os.path.basename(path))
+                  for fmt, path in plan.targets.items()}
+        for fmt in plan.formats:
             if fmt in ("keras", "h5"):
-                stages.run(f"write {targets[fmt]}", _write, model, fmt, staged[fmt])
-        exports = [f for f in ("savedmodel", "onnx") if f in formats]
+                stages.run(f"write {plan.targets[fmt]}", _write, model, fmt, staged[fmt])
+        exports = [f for f in ("savedmodel", "onnx") if f in plan.formats]
         if exports:
             keras_file = staged.get("keras")
             if keras_file is None:  # the exporter reads a .keras file
                 keras_file = os.path.join(outputs.scratch(), "model.keras")
                 model.save(keras_file)
             for fmt in exports:
-                stages.run(f"write {targets[fmt]}", _export, model, keras_file, fmt, staged[fmt])
-        if verify:
+                stages.run(f"write {plan.targets[fmt]}", _export, model, keras_file, fmt,
+                           staged[fmt])
+        if plan.verify:
             stages.run("verify written files", _verify_files, model, staged, inputs,
-                       reference_out, differences, output)
-            _check(differences, tolerance)
-
-    # Everything is written into a hidden staging folder beside the outputs and moved into
-    # place together once complete (and verified): an error, Ctrl-C or SIGTERM leaves the
-    # folder as it was, old outputs included; a SIGKILL's leftovers go at the next port.
-    with OutputSet(out_dir, _output_names(targets), overwrite, label=f"{name}.port") as outputs:
-        if outputs.recovered:
-            notes.append("completed the outputs of a port that was killed while moving them "
-                         f"into place: {', '.join(outputs.recovered)}")
-        write_all(outputs)
+                       expected, differences, output)
+            _check(differences, plan.tolerance)
         outputs.commit()
-    written = dict(targets)
+    return dict(plan.targets)
 
+
+def port(source, out_dir, formats=("keras",), verify=False, overwrite=False, name=None,
+         tolerance=1e-4, task=None, progress=True, labels=None, **overrides):
+    """Converts `source` and writes the requested formats into `out_dir`; returns a PortResult.
+
+    The four steps: `plan_port` (outputs checked before any work), `convert` (the Keras
+    model with every weight loaded), `verify_against_reference` (with `verify`) and
+    `write_outputs`. `labels`: class names for a classifier (a text file, one per line, or
+    a list), saved in the `.keras` file; registered classifiers of a shipped label space
+    get theirs anyway.
+
+    Raises VerificationError (after writing nothing) when the Keras model differs from the
+    PyTorch reference by more than `tolerance`, or (after removing what it wrote) when a
+    written file does.
+    """
+    plan = plan_port(source, out_dir, formats, verify, overwrite, name, tolerance, task,
+                     **overrides)
+    stages = Stages(plan.stage_count, enabled=progress)
+    notes = []
+    model, checkpoint = convert(plan, stages, notes)
+    names = _class_names(labels, plan.info, model)
+    if names:
+        model = rebuild(model, class_names=names)
+    config = model.arguments()
+    inputs = fixed_inputs(model)
+    expected = keras_outputs(model, inputs)
+    differences, reference = {}, None
+    if verify:
+        differences, reference = verify_against_reference(model, checkpoint, inputs, expected,
+                                                          stages)
+        _check(differences, tolerance)
+    files = write_outputs(model, plan, stages, notes, inputs, expected, differences,
+                          export.OUTPUT_NAMES[checkpoint.task])
     return PortResult(
-        name=name,
-        task=plan.task,
-        description=f"{flops.describe(config, plan.task)} ({plan.layout} checkpoint)",
+        name=plan.name,
+        task=checkpoint.task,
+        description=f"{flops.describe(config, checkpoint.task)} ({checkpoint.layout} checkpoint)",
         parameters=model.count_params(),
-        gflops=counts["flops"] / 1e9,
-        files=written,
+        gflops=flops.count(config)["flops"] / 1e9,
+        files=files,
         differences=differences,
         reference=reference,
         notes=notes,

@@ -4,51 +4,19 @@ and view options, and running a step over each video with one line per failure."
 import argparse
 import sys
 
+from videomae_keras.options import (  # noqa: F401 (the value types, re-exported)
+    NON_NEGATIVE,
+    POSITIVE,
+    POSITIVE_FLOAT,
+    RATIO,
+    at_least,
+    fraction,
+    views,
+)
+
 EXIT_VERIFY_FAILED = 1
 EXIT_ERROR = 2
 EXIT_INTERRUPTED = 130  # 128 + SIGINT; SIGTERM gives 143
-
-def at_least(minimum, kind=int):
-    """An argparse type: a number of `kind` no smaller than `minimum`."""
-    def parse(text):
-        try:
-            value = kind(text)
-        except ValueError:
-            what = "an integer" if kind is int else "a number"
-            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {text}")
-        return value
-
-    return parse
-
-
-def fraction(low=0.0, high=1.0, high_inclusive=False, low_inclusive=True):
-    """An argparse type: a number in [low, high) (or with the given ends)."""
-    def parse(text):
-        try:
-            value = float(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-        above = value >= low if low_inclusive else value > low
-        below = value <= high if high_inclusive else value < high
-        if not (above and below):
-            interval = ("[" if low_inclusive else "(") + f"{low:g}, {high:g}" + (
-                "]" if high_inclusive else ")")
-            raise argparse.ArgumentTypeError(f"must lie in {interval}, got {text}")
-        return value
-
-    return parse
-
-
-POSITIVE = at_least(1)
-
-NON_NEGATIVE = at_least(0)
-
-POSITIVE_FLOAT = fraction(0.0, float("inf"), low_inclusive=False)
-
-RATIO = fraction(0.0, 1.0)
-
 
 def image_size(text):
     try:
@@ -79,15 +47,6 @@ def formats(text):
 DEFAULT_CLASSIFIER = "MCG-NJU/videomae-base-finetuned-kinetics"
 
 DEFAULT_PRETRAINER = "MCG-NJU/videomae-base"
-
-
-def views(text):
-    from videomae_keras.options import parse_views
-
-    try:
-        return parse_views(text)
-    except ValueError as e:
-        raise argparse.ArgumentTypeError(str(e))
 
 
 def add_weights_arguments(parser, default):

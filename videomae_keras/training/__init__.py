@@ -1,29 +1,31 @@
-"""Training: the pretraining loss, optimisers and schedules of the official recipes."""
+"""Training: runs (`run`), their settings, optimisers and schedules of the official recipes,
+backups and run folders, and the distribution over devices and hosts.
 
-from videomae_keras.losses import (
-    dual_masking_loss,
-    masked_index,
-    pretraining_loss,
-    pretraining_patches,
-    pretraining_targets,
-)
-from videomae_keras.training.optimizers import (
-    VideoMAEAdamW,
-    WarmupCosineDecay,
-    finetuning_optimizer,
-    layer_decay_scales,
-    pretraining_optimizer,
-)
+The names below import on first use, so the command line reads `training.settings` (to
+build its options) without loading Keras."""
 
-__all__ = [
-    "VideoMAEAdamW",
-    "WarmupCosineDecay",
-    "dual_masking_loss",
-    "finetuning_optimizer",
-    "layer_decay_scales",
-    "masked_index",
-    "pretraining_loss",
-    "pretraining_optimizer",
-    "pretraining_patches",
-    "pretraining_targets",
-]
+import importlib as _importlib
+
+_EXPORTS = {
+    **dict.fromkeys(["dual_masking_loss", "masked_index", "pretraining_loss",
+                     "pretraining_patches", "pretraining_targets"], "videomae_keras.losses"),
+    **dict.fromkeys(["VideoMAEAdamW", "WarmupCosineDecay", "finetuning_optimizer",
+                     "layer_decay_scales", "pretraining_optimizer"],
+                    "videomae_keras.training.optimizers"),
+    **dict.fromkeys(["FinetuneSettings", "PretrainSettings"],
+                    "videomae_keras.training.settings"),
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'videomae_keras.training' has no attribute {name!r}")
+    value = getattr(_importlib.import_module(_EXPORTS[name]), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_EXPORTS))

@@ -18,6 +18,7 @@ range). A folder holding another run is refused unless `overwrite=True`; a finis
 left as it is. A non-finite loss stops the run with a message naming the epoch and batch.
 """
 
+import dataclasses
 import math
 import os
 import shutil
@@ -42,6 +43,7 @@ from videomae_keras.training.distribute import (
 )
 from videomae_keras.losses import SmoothedCrossentropy
 from videomae_keras.training.optimizers import finetuning_optimizer, pretraining_optimizer
+from videomae_keras.training.settings import FinetuneSettings, PretrainSettings
 
 
 class EvaluationError(RuntimeError):
@@ -121,12 +123,13 @@ def _open(out_dir, command, arguments, inputs, model_file, overwrite, evaluation
     return state
 
 
-def _join(coordinator, num_processes, process_id, distribution, distributed, batch_size):
+def _join(settings, batch_size):
     """(process, processes): joins a multi-process run when asked (or on a TPU VM slice),
     before anything touches a device, and checks that the run can be split."""
-    process, processes = initialize(coordinator, num_processes, process_id)
+    process, processes = initialize(settings.coordinator, settings.num_processes,
+                                    settings.process_id)
     if processes > 1:
-        if not (distribution or distributed):
+        if not settings.distribution:
             raise ValueError("a multi-process run trains with --distribution data or fsdp "
                              "(distribution='data' or 'fsdp').")
         if batch_size % processes:
@@ -192,14 +195,11 @@ def _finish(state, out_dir, results):
     shutil.rmtree(os.path.join(out_dir, "backup"), ignore_errors=True)
 
 
-def _scope(distribution, distributed, mesh, batch_size):
-    """The context of a run's build, compile and fit (`distributed=True`: "data"), after
-    checking that each batch splits evenly over the devices that share it."""
-    if distributed and distribution not in (None, "data"):
-        raise ValueError("distributed=True means distribution='data'; give one of them.")
-    distribution = distribution or ("data" if distributed else None)
-    check_batch_size(batch_size, distribution, mesh)
-    return distribution_scope(distribution, mesh)
+def _scope(settings):
+    """The context of a run's build, compile and fit, after checking that each batch splits
+    evenly over the devices that share it."""
+    check_batch_size(settings.batch_size, settings.distribution, settings.mesh)
+    return distribution_scope(settings.distribution, settings.mesh)
 
 
 def _updates(epochs, warmup_epochs, batches, accumulate):
@@ -234,85 +234,77 @@ def _save(model, path, overwrite=True, writer=True):
     return path
 
 
-def pretrain(train_list, out_dir, architecture=None, epochs=100, batch_size=16, base_lr=1.5e-4,
-             warmup_epochs=None, mask_ratio=0.9, num_frames=16, image_size=224,
-             sampling_rate=4, clip_grad=None, workers=2, seed=0, dtype=None, progress=True,
-             distributed=False, callbacks=None, decoder_mask_ratio=0.0, overwrite=False,
-             check_videos=True, distribution=None, mesh=None, accumulate=1, remat=False,
-             coordinator=None, num_processes=None, process_id=None, **model_kwargs):
+def _settings(kind, settings, values, **given):
+    """`kind` settings from `settings` and keywords; `given` are the positional ones (None:
+    not given); `distributed=True`, the older spelling of distribution="data"."""
+    if values.pop("distributed", False):
+        if values.get("distribution") not in (None, "data"):
+            raise ValueError("distributed=True means distribution='data'; give one of them.")
+        values["distribution"] = "data"
+    return kind.of(settings, **values, **{k: v for k, v in given.items() if v is not None})
+
+
+def pretrain(train_list, out_dir, architecture=None, settings=None, progress=True,
+             callbacks=None, **values):
     """Self-supervised pretraining on the videos of an annotation list (labels unused).
 
-    `decoder_mask_ratio` > 0 is VideoMAE V2 dual masking (V2 uses 0.5): the decoder
-    reconstructs only a running-cell selection of the tokens.
-
-    `architecture`: an architecture name ("S16PT", "B16PT", ..., `presets.ARCHITECTURES`),
-    "tiny" (the demo size), or None with the model given by keyword arguments.
-    `distribution`: None (one device), "data" (data parallel on the local devices) or
-    "fsdp" (JAX: weights, gradients and optimizer state sharded over a `mesh` "BxM", see
-    `videomae_keras.training.distribute`); `distributed=True` is "data". `accumulate` N
-    averages the gradients of N batches into each update (Keras' gradient accumulation): the
-    update's batch is N x `batch_size`, which the learning rate scales with, and `epochs`,
-    warm-up and decay count real updates. `remat=True` recomputes each transformer block in
-    the backward pass (less activation memory, about a third more compute, the same
-    result: a rerun may switch it). `coordinator` ("HOST:PORT" of process 0),
-    `num_processes` and `process_id` join a multi-process run (the same call on every
-    host; automatic on a TPU VM slice): `batch_size` is the global batch, each process
-    decodes its share of it, and only process 0 writes (`out_dir` must be one folder all
-    processes see: a shared disk or a bucket mounted on each host). `out_dir` must be new,
-    or hold this same run (interrupted: it resumes; finished: nothing is done), unless
-    `overwrite=True`.
-    `check_videos=False` checks only that the listed files exist, not that they open.
-    Returns the trained VideoMAEPretrainer.
+    The run's settings are `PretrainSettings` (`videomae_keras.training.settings`: what each
+    one means, its default and its command-line option): a `settings` object, and keywords
+    replacing its fields (`epochs=2`); other keywords are model arguments (VideoMAEPretrainer,
+    with `architecture=None`). `out_dir` must be new, or hold this same run (interrupted: it
+    resumes; finished: nothing is done), unless `overwrite=True`. In a multi-process run
+    (`coordinator`, `num_processes`, `process_id`: the same call on every host) each process
+    decodes its share of the global batch and only process 0 writes (`out_dir` must be one
+    folder all processes see). Returns the trained VideoMAEPretrainer.
     """
     from videomae_keras.models.saving import load_keras_model
     from videomae_keras.models.factories import build
     from videomae_keras.models import VideoMAEPretrainer
 
+    names = {f.name for f in dataclasses.fields(PretrainSettings)} | {"distributed"}
+    model_arguments = {k: values.pop(k) for k in list(values) if k not in names}
+    s = _settings(PretrainSettings, settings, values, architecture=architecture)
+    if model_arguments:
+        s = dataclasses.replace(s, model={**s.model, **model_arguments})
     final = os.path.join(out_dir, "pretrained.keras")
-    arguments = dict(architecture=architecture, epochs=epochs, batch_size=batch_size,
-                     base_lr=base_lr, warmup_epochs=warmup_epochs, mask_ratio=mask_ratio,
-                     num_frames=num_frames, image_size=image_size, sampling_rate=sampling_rate,
-                     clip_grad=clip_grad, seed=seed, dtype=dtype,
-                     decoder_mask_ratio=decoder_mask_ratio, accumulate=accumulate,
-                     model=model_kwargs)
-    process, processes = _join(coordinator, num_processes, process_id, distribution,
-                               distributed, batch_size)
+    process, processes = _join(s, s.batch_size)
     writer, progress = process == 0, progress and process == 0
-    scope = _scope(distribution, distributed, mesh, batch_size)  # checked before any write
-    state = _open(out_dir, "pretrain", arguments,
+    scope = _scope(s)  # checked before any write
+    state = _open(out_dir, "pretrain", s.recorded(),
                   {"train_list": run_folder.fingerprint(train_list)}, "pretrained.keras",
-                  overwrite, writer=writer)
+                  s.overwrite, writer=writer)
     if state.action in ("finished", "evaluate"):
         _say(f"{out_dir} is a finished pretrain run ({final}); nothing to do")
         model = load_keras_model(final)
         model.run_state = state
         return model
-    samples = _checked(train_list, state, "train_list", progress, workers, check_videos)
-    keras.utils.set_random_seed(seed)
+    samples = _checked(train_list, state, "train_list", progress, s.workers, s.check_videos)
+    keras.utils.set_random_seed(s.seed)
     os.makedirs(out_dir, exist_ok=True)
     with scope:
-        kwargs = dict(num_frames=num_frames, image_size=image_size, mask_ratio=mask_ratio,
-                      decoder_mask_ratio=decoder_mask_ratio, dtype=dtype, remat=remat,
-                      **model_kwargs)
-        if architecture:
-            model = build("tinyPT" if architecture == "tiny" else architecture, **kwargs)
+        kwargs = dict(num_frames=s.num_frames, image_size=s.image_size,
+                      mask_ratio=s.mask_ratio, decoder_mask_ratio=s.decoder_mask_ratio,
+                      dtype=s.dtype, remat=s.remat, **s.recorded()["model"])
+        if s.architecture:
+            model = build("tinyPT" if s.architecture == "tiny" else s.architecture, **kwargs)
         else:
             model = VideoMAEPretrainer.from_arguments(**kwargs)
         data = VideoClipDataset(
-            samples, "pretrain", num_frames, image_size, batch_size,
-            sampling_rate=sampling_rate, seed=seed,
-            mask_generator=TubeMaskingGenerator(model.grid, mask_ratio),
-            decoder_mask_generator=(RunningCellMaskingGenerator(model.grid, decoder_mask_ratio)
-                                    if decoder_mask_ratio else None),
-            workers=workers, use_multiprocessing=False, share=(process, processes),
+            samples, "pretrain", s.num_frames, s.image_size, s.batch_size,
+            sampling_rate=s.sampling_rate, seed=s.seed,
+            mask_generator=TubeMaskingGenerator(model.grid, s.mask_ratio),
+            decoder_mask_generator=(
+                RunningCellMaskingGenerator(model.grid, s.decoder_mask_ratio)
+                if s.decoder_mask_ratio else None),
+            workers=s.workers, use_multiprocessing=False, share=(process, processes),
         )
-        steps, warmup = _updates(epochs, warmup_epochs, len(data), accumulate)
+        steps, warmup = _updates(s.epochs, s.warmup_epochs, len(data), s.accumulate)
         model.compile(optimizer=pretraining_optimizer(
-            steps, batch_size * accumulate, base_lr, warmup, clip_grad=clip_grad,
-            accumulate=accumulate), jit_compile=_jit())
+            steps, s.batch_size * s.accumulate, s.base_lr, warmup, clip_grad=s.clip_grad,
+            accumulate=s.accumulate), jit_compile=_jit())
         if writer:
             run_folder.write_record(state)
-        history, _ = _fit(model, data, out_dir, epochs, progress, callbacks, writer)
+        history, _ = _fit(model, data, out_dir, s.epochs, progress, callbacks, writer)
     path = _save(model, final, writer=writer)
     losses = history.history.get("loss", [])
     if writer:
@@ -326,14 +318,13 @@ def pretrain(train_list, out_dir, architecture=None, epochs=100, batch_size=16, 
 
 def classifier_from_pretrained(pretrained, num_classes, drop_path_rate=0.1, head_dropout=0.0,
                                dtype=None, class_names=None, remat=False):
-    """A classifier whose encoder starts from a pretraining model (a `.keras` file, any
-    `from_pretrained` source, or a model); fc_norm and the head start fresh, the head scaled
-    by 0.001, as the official fine-tuning does; `class_names` are stored in the model;
-    `remat` as in `finetune`. Returns (classifier, transferred count)."""
-    from videomae_keras.convert import from_pretrained
+    """A classifier whose encoder starts from a pretraining model (a model, or a `.keras`
+    file); fc_norm and the head start fresh, the head scaled by 0.001, as the official
+    fine-tuning does; `class_names` are stored in the model; `remat` as in `finetune`.
+    Returns (classifier, transferred count)."""
     from videomae_keras.models import VideoMAEBackbone, VideoMAEClassifier
 
-    source = pretrained if isinstance(pretrained, keras.Model) else from_pretrained(pretrained)
+    source = _pretrained_model(pretrained)
     # the pretrained architecture, without its final norm (the official recipe drops it:
     # mean pooling and fc_norm replace it) and with the fine-tuning drop path and remat
     architecture = {k: v for k, v in source.architecture.items()
@@ -418,93 +409,97 @@ def resolve_class_names(train_list, labels=None, num_classes=None):
     return names, int(num_classes)
 
 
-def finetune(train_list, out_dir, pretrained, num_classes=None, val_list=None, epochs=50,
-             batch_size=16, base_lr=1e-3, layer_decay=0.75, warmup_epochs=None,
-             drop_path_rate=0.1, label_smoothing=0.1, flip=True, scale=(0.08, 1.0),
-             sampling_rate=4, clip_grad=None, workers=2, seed=0, dtype=None, progress=True,
-             mixup=0.0, cutmix=0.0, distributed=False, callbacks=None, test_views=None,
-             labels=None, overwrite=False, check_videos=True, distribution=None, mesh=None,
-             accumulate=1, remat=False, coordinator=None, num_processes=None,
-             process_id=None):
+def _pretrained_model(pretrained, loader=None):
+    """The model `finetune` starts from: a model, a `.keras` file, or any other source read
+    by `loader` (the command passes `from_pretrained`; training reads no checkpoints)."""
+    from videomae_keras.models.saving import load_keras_model
+
+    if isinstance(pretrained, keras.Model):
+        return pretrained
+    path = os.fspath(pretrained)
+    if loader is not None:
+        return loader(path)
+    if not path.endswith(".keras"):
+        raise ValueError(f"pretrained={path!r} is not a .keras file; load it with "
+                         "videomae_keras.from_pretrained and pass the model, or pass "
+                         "loader=videomae_keras.from_pretrained.")
+    return load_keras_model(path)
+
+
+def finetune(train_list, out_dir, pretrained, num_classes=None, settings=None, progress=True,
+             callbacks=None, loader=None, **values):
     """Supervised fine-tuning of a pretrained encoder on an annotation list.
 
-    Returns (classifier, {"val_top1": ...}). The clip size comes from the pretrained model.
-    With `val_list`, the final model is evaluated on one centre clip per video (`val_top1`)
-    and, given `test_views` (e.g. (5, 3) or "5x3", the official Kinetics test), with the
-    multi-view protocol too (`val_top1_views`). Both lists are checked before training; the
-    model is saved before it is evaluated, and an evaluation that fails raises
-    EvaluationError with the model kept (a rerun of the command evaluates again).
-    `mixup` / `cutmix` are the Beta alphas of `VideoMixup` (official 0.8 / 1.0; 0 = off).
-    `labels`: class names (a file, one per line, or a list), stored in the model; a train
-    list whose labels are names gives them too. `overwrite`, `check_videos`,
-    `distribution`, `mesh`, `accumulate`, `remat`, `coordinator`, `num_processes` and
-    `process_id` as in `pretrain`; in a multi-process run process 0 evaluates the saved model
-    on its own devices.
+    `pretrained`: a model, a `.keras` file (what `pretrain` writes), or any other source
+    given with `loader`, the function that reads it (`videomae_keras.from_pretrained`);
+    it is read only when training starts. The run's settings are `FinetuneSettings` (a
+    `settings` object, and keywords replacing its fields); the clip size comes from the
+    pretrained model. Returns (classifier, {"val_top1": ...}). With `val_list`, the final
+    model is evaluated on one centre clip per video (`val_top1`) and, given `test_views`,
+    with the multi-view protocol too (`val_top1_views`). Both lists are checked before
+    training; the model is saved before it is evaluated, and an evaluation that fails
+    raises EvaluationError with the model kept (a rerun of the command evaluates again).
+    Run folders and several processes as in `pretrain`; in a multi-process run process 0
+    evaluates the saved model on its own devices.
     """
     from videomae_keras.models.saving import load_keras_model
 
+    s = _settings(FinetuneSettings, settings, values, num_classes=num_classes)
     final = os.path.join(out_dir, "finetuned.keras")
-    class_names, num_classes = resolve_class_names(train_list, labels, num_classes)
+    class_names, num_classes = resolve_class_names(train_list, s.labels, s.num_classes)
     source = (run_folder.fingerprint(pretrained) if isinstance(pretrained, (str, os.PathLike))
               else {"model": getattr(pretrained, "name", type(pretrained).__name__)})
-    arguments = dict(num_classes=num_classes, class_names=class_names, epochs=epochs,
-                     batch_size=batch_size, base_lr=base_lr, layer_decay=layer_decay,
-                     warmup_epochs=warmup_epochs, drop_path_rate=drop_path_rate,
-                     label_smoothing=label_smoothing, flip=flip, scale=scale,
-                     sampling_rate=sampling_rate, clip_grad=clip_grad, seed=seed, dtype=dtype,
-                     mixup=mixup, cutmix=cutmix, accumulate=accumulate)
-    evaluation = {"val_list": run_folder.fingerprint(val_list) if val_list else None,
-                  "test_views": "%dx%d" % parse_views(test_views) if test_views else None}
-    process, processes = _join(coordinator, num_processes, process_id, distribution,
-                               distributed, batch_size)
+    arguments = {**s.recorded(), "num_classes": num_classes, "class_names": class_names}
+    evaluation = {"val_list": run_folder.fingerprint(s.val_list) if s.val_list else None,
+                  "test_views": "%dx%d" % parse_views(s.test_views) if s.test_views else None}
+    process, processes = _join(s, s.batch_size)
     writer, progress = process == 0, progress and process == 0
-    scope = _scope(distribution, distributed, mesh, batch_size)  # checked before any write
+    scope = _scope(s)  # checked before any write
     state = _open(out_dir, "finetune", arguments,
                   {"train_list": run_folder.fingerprint(train_list), "pretrained": source},
-                  "finetuned.keras", overwrite, evaluation, writer=writer)
+                  "finetuned.keras", s.overwrite, evaluation, writer=writer)
     if state.action == "finished":
         _say(f"{out_dir} is a finished finetune run ({final}); nothing to do")
         model = load_keras_model(final)
         model.run_state = state
         return model, _results(state.record)
     val = None
-    if val_list:
-        val = _checked(val_list, state, "val_list", progress, workers, check_videos,
+    if s.val_list:
+        val = _checked(s.val_list, state, "val_list", progress, s.workers, s.check_videos,
                        num_classes=num_classes, class_names=class_names)
     if state.action == "evaluate":  # trained before; its evaluation failed or changed
         _say(f"{out_dir} is a finished finetune run; evaluating {final} again")
         model = load_keras_model(final)
-        frames, height = model.inputs[0].shape[1], model.inputs[0].shape[2]
-        results = _evaluate_saved(model, state, val, val_list, frames, height, sampling_rate,
-                                  batch_size, workers, test_views)
+        results = _evaluate_saved(model, state, val, s)
         model.run_state = state
         return model, results
-    samples = _checked(train_list, state, "train_list", progress, workers, check_videos,
+    samples = _checked(train_list, state, "train_list", progress, s.workers, s.check_videos,
                        num_classes=num_classes, class_names=class_names)
-    keras.utils.set_random_seed(seed)
+    keras.utils.set_random_seed(s.seed)
     os.makedirs(out_dir, exist_ok=True)
     with scope:
-        model, transferred = classifier_from_pretrained(pretrained, num_classes, drop_path_rate,
-                                                        dtype=dtype, class_names=class_names,
-                                                        remat=remat)
+        model, transferred = classifier_from_pretrained(
+            _pretrained_model(pretrained, loader), num_classes, s.drop_path_rate,
+            dtype=s.dtype, class_names=class_names, remat=s.remat)
         frames, height = model.inputs[0].shape[1], model.inputs[0].shape[2]
         mixer = None
-        if mixup > 0 or cutmix > 0:
-            mixer = VideoMixup(num_classes, mixup, cutmix, label_smoothing=label_smoothing)
-        data = VideoClipDataset(samples, "train", frames, height, batch_size,
-                                sampling_rate=sampling_rate, flip=flip, scale=scale, seed=seed,
-                                workers=workers, use_multiprocessing=False, mixup=mixer,
-                                share=(process, processes))
-        steps, warmup = _updates(epochs, warmup_epochs, len(data), accumulate)
-        optimizer = finetuning_optimizer(model, steps, batch_size * accumulate, base_lr,
-                                         layer_decay, warmup, clip_grad=clip_grad,
-                                         accumulate=accumulate)
-        model.compile(optimizer=optimizer, loss=SmoothedCrossentropy(num_classes, label_smoothing),
+        if s.mixup > 0 or s.cutmix > 0:
+            mixer = VideoMixup(num_classes, s.mixup, s.cutmix, label_smoothing=s.label_smoothing)
+        data = VideoClipDataset(samples, "train", frames, height, s.batch_size,
+                                sampling_rate=s.sampling_rate, flip=s.flip, scale=s.scale,
+                                seed=s.seed, workers=s.workers, use_multiprocessing=False,
+                                mixup=mixer, share=(process, processes))
+        steps, warmup = _updates(s.epochs, s.warmup_epochs, len(data), s.accumulate)
+        optimizer = finetuning_optimizer(model, steps, s.batch_size * s.accumulate, s.base_lr,
+                                         s.layer_decay, warmup, clip_grad=s.clip_grad,
+                                         accumulate=s.accumulate)
+        model.compile(optimizer=optimizer,
+                      loss=SmoothedCrossentropy(num_classes, s.label_smoothing),
                       metrics=None if mixer else ["sparse_categorical_accuracy"],
                       jit_compile=_jit())
         if writer:
             run_folder.write_record(state)
-        history, _ = _fit(model, data, out_dir, epochs, progress, callbacks, writer)
+        history, _ = _fit(model, data, out_dir, s.epochs, progress, callbacks, writer)
     path = _save(model, final, writer=writer)  # before any evaluation: never lost to it
     losses = history.history.get("loss", [])
     state.record.update(model=path, train_loss=losses[-1] if losses else _last_logged(
@@ -515,8 +510,7 @@ def finetune(train_list, out_dir, pretrained, num_classes=None, val_list=None, e
     _finish(state, out_dir, {})
     if processes > 1:  # the trained weights are spread over the hosts: evaluate the file
         model = load_keras_model(final)
-    results = _evaluate_saved(model, state, val, val_list, frames, height, sampling_rate,
-                              batch_size, workers, test_views)
+    results = _evaluate_saved(model, state, val, s)
     model.run_state = state
     return model, results
 
@@ -529,19 +523,21 @@ def _results(record):
     return {k: record[k] for k in _RESULT_KEYS if record.get(k) is not None}
 
 
-def _evaluate_saved(model, state, val, val_list, frames, height, sampling_rate, batch_size,
-                    workers, test_views):
+def _evaluate_saved(model, state, val, settings):
     """Evaluates the saved model on the validation list and records the figures; a failure
     is recorded and raised as EvaluationError, the model staying where it was saved."""
+    frames, height = model.inputs[0].shape[1], model.inputs[0].shape[2]
+    s, val_list, test_views = settings, settings.val_list, settings.test_views
     results = {"val_top1": None, "val_top1_views": None, "test_views": None,
                "evaluation_error": None}
     if val:
         try:
-            results["val_top1"] = evaluate(model, val, frames, height, sampling_rate,
-                                           batch_size, workers)
+            results["val_top1"] = evaluate(model, val, frames, height, s.sampling_rate,
+                                           s.batch_size, s.workers)
             if test_views:
-                results["val_top1_views"] = evaluate(model, val, frames, height, sampling_rate,
-                                                     batch_size, views=test_views)
+                results["val_top1_views"] = evaluate(model, val, frames, height,
+                                                     s.sampling_rate, s.batch_size,
+                                                     views=test_views)
                 results["test_views"] = "%dx%d" % parse_views(test_views)
         except Exception as e:
             text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__

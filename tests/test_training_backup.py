@@ -125,7 +125,7 @@ def test_a_kill_while_a_backup_is_written_leaves_the_previous_one(tmp_path):
         import os, signal, sys
         sys.path.insert(0, {os.path.join(ROOT, "tests")!r})
         import keras
-        import test_backup as helpers
+        import test_training_backup as helpers
         saves = []
         original = keras.Model.save_weights
 

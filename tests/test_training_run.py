@@ -217,7 +217,7 @@ def test_an_interrupted_run_resumes_to_the_same_state(synthetic, tmp_path):
 @pytest.mark.backend_independent
 def test_a_torn_backup_is_named_and_the_run_starts_again(synthetic, tmp_path, capfd):
     """Every rerun used to fail on a torn backup ("truncated file"), forever. (Falling back to
-    the backup before it: tests/test_backup.py.)"""
+    the backup before it: tests/test_training_backup.py.)"""
     common = dict(architecture="tiny", epochs=2, base_lr=1e-3, mask_ratio=0.75, **SMALL_RUN)
     straight = pretrain(synthetic["train"], str(tmp_path / "straight"), **common)
     capfd.readouterr()
