@@ -132,6 +132,27 @@ def test_command_line_pretrain_and_finetune(synthetic, tmp_path, capsys):
     assert os.path.exists(tmp_path / "ft" / "finetuned.keras")
 
 
+def test_command_line_finetunes_from_a_transformers_folder(synthetic, tmp_path, capsys):
+    """The command reads a non-.keras source with from_pretrained and hands training the
+    model; run.json still fingerprints the folder it came from."""
+    import reference
+
+    hf = reference.hf_model("pretrainer", seed=2, **dict(reference.SMALL, num_frames=8))
+    hf.save_pretrained(tmp_path / "hf")
+    code = cli.main(["finetune", synthetic["train"], "--pretrained", str(tmp_path / "hf"),
+                     "--num-classes", "4", "--out", str(tmp_path / "ft"), "--epochs", "1",
+                     "--batch-size", "4", "--sampling-rate", "2", "--workers", "1",
+                     "--mixup", "0", "--cutmix", "0", "--quiet"])
+    assert code == 0, capsys.readouterr().err
+    record = json.loads((tmp_path / "ft" / "run.json").read_text())
+    assert record["inputs"]["pretrained"]["path"] == str(tmp_path / "hf")
+    assert record["encoder_tensors_transferred"] > 0
+    with pytest.raises(ValueError, match="not a .keras file"):  # Python: training parses none
+        finetune(synthetic["train"], str(tmp_path / "py"), str(tmp_path / "hf"), 4, epochs=1,
+                 **FINETUNE_RUN)
+    assert not (tmp_path / "py").exists()  # refused before anything was written
+
+
 def test_demo_runs_offline_on_the_shipped_models(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("VIDEOMAE_KERAS_OFFLINE", "1")
     code = cli.main(["demo", "--out", str(tmp_path / "demo"), "--quiet"])

@@ -89,10 +89,11 @@ def test_bad_values_from_python_are_one_line_naming_the_setting():
 
 def test_finetune_reads_no_checkpoint_format_itself(tmp_path):
     """Training takes a model or a .keras file; other sources come with their loader."""
-    from videomae_keras.training.run import _pretrained_model
+    from videomae_keras.training.run import _pretrained_loader
 
     with pytest.raises(ValueError, match="not a .keras file; load it with"):
-        _pretrained_model(str(tmp_path / "checkpoint.pth"))
+        _pretrained_loader(str(tmp_path / "checkpoint.pth"))
     seen = []
-    assert _pretrained_model("name/of-a-source", loader=seen.append) is None
-    assert seen == ["name/of-a-source"]
+    load = _pretrained_loader("name/of-a-source", loader=seen.append)
+    assert seen == []  # read only when training starts
+    assert load() is None and seen == ["name/of-a-source"]

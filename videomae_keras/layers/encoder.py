@@ -41,14 +41,10 @@ class VideoMAEEncoder(TransformerStack):
         policy = self.dtype_policy
 
         self.patch_embed = TubeletEmbedding(
-            self.hidden_dim,
-            patch_size=self.patch_size,
-            tubelet_size=self.tubelet_size,
+            self.hidden_dim, patch_size=self.patch_size, tubelet_size=self.tubelet_size,
             num_channels=self.num_channels,
             kernel_initializer=fresh(self.patch_kernel_initializer, "patch_embed"),
-            dtype=policy,
-            name="patch_embed",
-        )
+            dtype=policy, name="patch_embed")
         self.pos_embed = SinusoidPositionEmbedding(dtype=policy, name="pos_embed")
         self.pos_drop = keras.layers.Dropout(self.dropout_rate, dtype=policy, name="pos_drop")
         self.blocks = self.make_blocks()
@@ -85,14 +81,9 @@ class VideoMAEEncoder(TransformerStack):
     def get_config(self):
         config = super().get_config()
         config.update(
-            patch_size=self.patch_size,
-            tubelet_size=self.tubelet_size,
-            num_channels=self.num_channels,
-            use_final_norm=self.use_final_norm,
-            patch_kernel_initializer=keras.initializers.serialize(
-                self.patch_kernel_initializer
-            ),
-        )
+            patch_size=self.patch_size, tubelet_size=self.tubelet_size,
+            num_channels=self.num_channels, use_final_norm=self.use_final_norm,
+            patch_kernel_initializer=keras.initializers.serialize(self.patch_kernel_initializer))
         return config
 
 
@@ -163,9 +154,6 @@ class VideoMAEDecoder(TransformerStack):
     def get_config(self):
         config = super().get_config()
         config.update(
-            num_tokens=self.num_tokens,
-            output_dim=self.output_dim,
-            norm_epsilon=self.norm_epsilon,
-            mask_token_initializer=keras.initializers.serialize(self.mask_token_initializer),
-        )
+            num_tokens=self.num_tokens, output_dim=self.output_dim, norm_epsilon=self.norm_epsilon,
+            mask_token_initializer=keras.initializers.serialize(self.mask_token_initializer))
         return config

@@ -60,12 +60,9 @@ class MLP(keras.layers.Layer):
 
     def get_config(self):
         config = super().get_config()
-        config.update(
-            hidden_dim=self.hidden_dim,
-            mlp_dim=self.mlp_dim,
-            dropout_rate=self.dropout_rate,
-            kernel_initializer=keras.initializers.serialize(self.kernel_initializer),
-        )
+        config.update(hidden_dim=self.hidden_dim, mlp_dim=self.mlp_dim,
+                      dropout_rate=self.dropout_rate,
+                      kernel_initializer=keras.initializers.serialize(self.kernel_initializer))
         return config
 
 
@@ -193,24 +190,13 @@ class TransformerBlock(keras.layers.Layer):
             self.layer_scale_2 = LayerScale(self.init_values, dtype=policy, name="gamma_2")
         self.norm1 = layer_norm(self.layer_norm_epsilon, "norm1", policy)
         self.attn = MultiHeadSelfAttention(
-            self.hidden_dim,
-            self.num_heads,
-            qv_bias=self.qv_bias,
-            attention_dropout_rate=self.attention_dropout_rate,
-            dropout_rate=self.dropout_rate,
-            kernel_initializer=fresh(self.kernel_initializer, "attn"),
-            dtype=policy,
-            name="attn",
-        )
+            self.hidden_dim, self.num_heads, qv_bias=self.qv_bias,
+            attention_dropout_rate=self.attention_dropout_rate, dropout_rate=self.dropout_rate,
+            kernel_initializer=fresh(self.kernel_initializer, "attn"), dtype=policy, name="attn")
         self.norm2 = layer_norm(self.layer_norm_epsilon, "norm2", policy)
-        self.mlp = MLP(
-            self.hidden_dim,
-            self.mlp_dim,
-            dropout_rate=self.dropout_rate,
-            kernel_initializer=fresh(self.kernel_initializer, "mlp"),
-            dtype=policy,
-            name="mlp",
-        )
+        self.mlp = MLP(self.hidden_dim, self.mlp_dim, dropout_rate=self.dropout_rate,
+                       kernel_initializer=fresh(self.kernel_initializer, "mlp"), dtype=policy,
+                       name="mlp")
         self.drop_path = DropPath(self.drop_path_rate, dtype=policy, name="drop_path")
 
     def build(self, input_shape):
@@ -258,18 +244,10 @@ class TransformerBlock(keras.layers.Layer):
 
     def get_config(self):
         config = super().get_config()
-        config.update(
-            hidden_dim=self.hidden_dim,
-            num_heads=self.num_heads,
-            mlp_dim=self.mlp_dim,
-            qv_bias=self.qv_bias,
-            init_values=self.init_values,
-            dropout_rate=self.dropout_rate,
-            attention_dropout_rate=self.attention_dropout_rate,
-            drop_path_rate=self.drop_path_rate,
-            layer_norm_epsilon=self.layer_norm_epsilon,
-            kernel_initializer=keras.initializers.serialize(self.kernel_initializer),
-        )
+        names = ("hidden_dim", "num_heads", "mlp_dim", "qv_bias", "init_values", "dropout_rate",
+                 "attention_dropout_rate", "drop_path_rate", "layer_norm_epsilon")
+        config.update({name: getattr(self, name) for name in names},
+                      kernel_initializer=keras.initializers.serialize(self.kernel_initializer))
         if self.remat:
             config["remat"] = True
         return config
@@ -295,6 +273,10 @@ class TransformerStack(keras.layers.Layer):
         layer_norm_epsilon: the blocks' norms.
         kernel_initializer: the Dense kernels' initialiser.
     """
+
+    # the settings a pretrainer's decoder takes from its encoder
+    SHARED_WITH_DECODER = ("qv_bias", "init_values", "dropout_rate", "attention_dropout_rate",
+                           "drop_path_rate", "remat")
 
     def __init__(
         self,
@@ -329,20 +311,11 @@ class TransformerStack(keras.layers.Layer):
     def make_blocks(self):
         """The blocks, named blocks_0, blocks_1, ... (the names the weight files use)."""
         rates = np.linspace(0.0, self.drop_path_rate, self.depth) if self.depth else []
-        return [
-            TransformerBlock(
-                self.hidden_dim,
-                self.num_heads,
-                self.mlp_dim,
-                **self._block_settings(),
-                drop_path_rate=float(rate),
-                kernel_initializer=fresh(self.kernel_initializer, f"blocks_{i}"),
-                remat=self.remat,
-                dtype=self.dtype_policy,
-                name=f"blocks_{i}",
-            )
-            for i, rate in enumerate(rates)
-        ]
+        return [TransformerBlock(self.hidden_dim, self.num_heads, self.mlp_dim,
+                                 **self._block_settings(), drop_path_rate=float(rate),
+                                 kernel_initializer=fresh(self.kernel_initializer, f"blocks_{i}"),
+                                 remat=self.remat, dtype=self.dtype_policy, name=f"blocks_{i}")
+                for i, rate in enumerate(rates)]
 
     def build_blocks(self):
         for block in self.blocks:
@@ -355,16 +328,11 @@ class TransformerStack(keras.layers.Layer):
 
     def get_config(self):
         config = super().get_config()
-        config.update(
-            hidden_dim=self.hidden_dim,
-            depth=self.depth,
-            num_heads=self.num_heads,
-            mlp_dim=self.mlp_dim,
-            **self._block_settings(),
-            drop_path_rate=self.drop_path_rate,
-            **({"remat": True} if self.remat else {}),
-            kernel_initializer=keras.initializers.serialize(self.kernel_initializer),
-        )
+        config.update(hidden_dim=self.hidden_dim, depth=self.depth, num_heads=self.num_heads,
+                      mlp_dim=self.mlp_dim, **self._block_settings(),
+                      drop_path_rate=self.drop_path_rate,
+                      **({"remat": True} if self.remat else {}),
+                      kernel_initializer=keras.initializers.serialize(self.kernel_initializer))
         return config
 
     def _block_settings(self):

@@ -89,25 +89,10 @@ class VideoMAEBackbone(VideoMAEModelBase):
         if num_masked is None and mask_ratio is not None:
             num_masked = num_masked_tokens(grid, mask_ratio, mask_type)
         encoder = VideoMAEEncoder(
-            hidden_dim=config["hidden_dim"],
-            depth=config["depth"],
-            num_heads=config["num_heads"],
-            mlp_dim=config["mlp_dim"],
-            patch_size=config["patch_size"],
-            tubelet_size=config["tubelet_size"],
-            num_channels=config["num_channels"],
-            qv_bias=config["qv_bias"],
-            init_values=config["init_values"],
-            dropout_rate=config["dropout_rate"],
-            attention_dropout_rate=config["attention_dropout_rate"],
-            drop_path_rate=config["drop_path_rate"],
-            layer_norm_epsilon=config["layer_norm_epsilon"],
-            remat=config["remat"],
+            **{k: v for k, v in config.items() if k not in ("num_frames", "image_size")},
             use_final_norm=use_final_norm,
-            kernel_initializer=kernel_initializer or official_trunc_normal(0.02),
-            dtype=dtype,
-            name="encoder",
-        )
+            kernel_initializer=kernel_initializer or official_trunc_normal(0.02), dtype=dtype,
+            name="encoder")
         video = keras.Input(video_shape(config), name="video")
         if num_masked is None:
             inputs = video

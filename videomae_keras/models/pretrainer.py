@@ -10,6 +10,7 @@ from videomae_keras.layers import InvalidSampleGuard, MaskedTokenIndex, VideoMAE
 from videomae_keras.initializers import TORCH_DEFAULT_KERNEL
 from videomae_keras.layers.common import dense
 from videomae_keras.layers.tokens import count_mismatches
+from videomae_keras.layers.transformer import TransformerStack
 from videomae_keras.masking import num_decoded_tokens
 from videomae_keras.models.base import VideoMAETask, check_arguments, model_kwargs
 from videomae_keras.losses import (
@@ -116,23 +117,13 @@ class VideoMAEPretrainer(VideoMAETask):
                   "encoder_to_decoder", dtype, use_bias=False)(x)
         patch = arch["patch_size"]
         decoder = VideoMAEDecoder(
-            num_tokens=num_tokens,
-            hidden_dim=decoder_config["decoder_hidden_dim"],
-            depth=decoder_config["decoder_depth"],
-            num_heads=decoder_config["decoder_num_heads"],
+            num_tokens=num_tokens, hidden_dim=decoder_config["decoder_hidden_dim"],
+            depth=decoder_config["decoder_depth"], num_heads=decoder_config["decoder_num_heads"],
             mlp_dim=decoder_config["decoder_mlp_dim"],
             output_dim=arch["num_channels"] * arch["tubelet_size"] * patch * patch,
-            qv_bias=arch["qv_bias"],
-            init_values=arch["init_values"],
-            dropout_rate=arch["dropout_rate"],
-            attention_dropout_rate=arch["attention_dropout_rate"],
-            drop_path_rate=arch["drop_path_rate"],
-            remat=arch["remat"],
+            **{k: arch[k] for k in TransformerStack.SHARED_WITH_DECODER},
             layer_norm_epsilon=decoder_config["decoder_layer_norm_epsilon"],
-            norm_epsilon=decoder_config["decoder_norm_epsilon"],
-            dtype=dtype,
-            name="decoder",
-        )
+            norm_epsilon=decoder_config["decoder_norm_epsilon"], dtype=dtype, name="decoder")
         inputs = [video, bool_masked_pos]
         if num_decoded is None:
             x = decoder(x, visible_index, masked_index)

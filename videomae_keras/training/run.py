@@ -324,7 +324,7 @@ def classifier_from_pretrained(pretrained, num_classes, drop_path_rate=0.1, head
     Returns (classifier, transferred count)."""
     from videomae_keras.models import VideoMAEBackbone, VideoMAEClassifier
 
-    source = _pretrained_model(pretrained)
+    source = _pretrained_loader(pretrained)()
     # the pretrained architecture, without its final norm (the official recipe drops it:
     # mean pooling and fc_norm replace it) and with the fine-tuning drop path and remat
     architecture = {k: v for k, v in source.architecture.items()
@@ -409,21 +409,22 @@ def resolve_class_names(train_list, labels=None, num_classes=None):
     return names, int(num_classes)
 
 
-def _pretrained_model(pretrained, loader=None):
-    """The model `finetune` starts from: a model, a `.keras` file, or any other source read
-    by `loader` (the command passes `from_pretrained`; training reads no checkpoints)."""
+def _pretrained_loader(pretrained, loader=None):
+    """A function giving the model `finetune` starts from, checked now and called when
+    training starts: `pretrained` is a model, a `.keras` file, or any other source read by
+    `loader` (the command passes `from_pretrained`; training reads no checkpoints)."""
     from videomae_keras.models.saving import load_keras_model
 
     if isinstance(pretrained, keras.Model):
-        return pretrained
+        return lambda: pretrained
     path = os.fspath(pretrained)
     if loader is not None:
-        return loader(path)
+        return lambda: loader(path)
     if not path.endswith(".keras"):
         raise ValueError(f"pretrained={path!r} is not a .keras file; load it with "
                          "videomae_keras.from_pretrained and pass the model, or pass "
                          "loader=videomae_keras.from_pretrained.")
-    return load_keras_model(path)
+    return lambda: load_keras_model(path)
 
 
 def finetune(train_list, out_dir, pretrained, num_classes=None, settings=None, progress=True,
@@ -445,6 +446,7 @@ def finetune(train_list, out_dir, pretrained, num_classes=None, settings=None, p
     from videomae_keras.models.saving import load_keras_model
 
     s = _settings(FinetuneSettings, settings, values, num_classes=num_classes)
+    load_pretrained = _pretrained_loader(pretrained, loader)
     final = os.path.join(out_dir, "finetuned.keras")
     class_names, num_classes = resolve_class_names(train_list, s.labels, s.num_classes)
     source = (run_folder.fingerprint(pretrained) if isinstance(pretrained, (str, os.PathLike))
@@ -479,7 +481,7 @@ def finetune(train_list, out_dir, pretrained, num_classes=None, settings=None, p
     os.makedirs(out_dir, exist_ok=True)
     with scope:
         model, transferred = classifier_from_pretrained(
-            _pretrained_model(pretrained, loader), num_classes, s.drop_path_rate,
+            load_pretrained(), num_classes, s.drop_path_rate,
             dtype=s.dtype, class_names=class_names, remat=s.remat)
         frames, height = model.inputs[0].shape[1], model.inputs[0].shape[2]
         mixer = None
