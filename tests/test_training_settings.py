@@ -85,6 +85,10 @@ def test_bad_values_from_python_are_one_line_naming_the_setting():
         FinetuneSettings.of(batch_size=2.5)
     with pytest.raises(TypeError, match="unknown FinetuneSettings setting.*mask_ratio"):
         FinetuneSettings.of(mask_ratio=0.5)
+    with pytest.raises(TypeError, match="settings must be a FinetuneSettings"):
+        FinetuneSettings.of(PretrainSettings())
+    assert FinetuneSettings.of(FinetuneSettings(seed=3), epochs=2) == FinetuneSettings(
+        seed=3, epochs=2)
 
 
 def test_finetune_reads_no_checkpoint_format_itself(tmp_path):

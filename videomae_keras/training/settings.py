@@ -117,6 +117,8 @@ class TrainingSettings:
     def of(cls, settings=None, **values):
         """`settings` (an instance, or None for the defaults) with `values` replacing its
         fields; an unknown name is a TypeError listing the known ones."""
+        if settings is not None and type(settings) is not cls:
+            raise TypeError(f"settings must be a {cls.__name__}; got {type(settings).__name__}.")
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - names)
         if unknown:
