@@ -125,6 +125,27 @@ def test_attention_takes_the_chunked_path_on_cpu_xla_only():
     assert fused_attention_is_fast() == (keras.backend.backend() == "torch")
 
 
+def test_accelerator_attention_takes_the_fused_op_on_any_device(monkeypatch):
+    """What the memory plan traces on CPU for a TPU: the fused op, not the CPU's chunks."""
+    from videomae_keras.layers import attention
+    from videomae_keras.utils import accelerator_attention, fused_attention_is_fast
+
+    here = fused_attention_is_fast()
+
+    def no_chunks(*args):
+        raise AssertionError("the chunked path ran inside accelerator_attention()")
+
+    monkeypatch.setattr(attention, "chunked_attention", no_chunks)
+    layer = layers.MultiHeadSelfAttention(12, 3)
+    x = RNG.standard_normal((2, 7, 12)).astype("float32")
+    with accelerator_attention():
+        with accelerator_attention():
+            assert fused_attention_is_fast()
+        assert fused_attention_is_fast()
+        assert tuple(layer(x).shape) == (2, 7, 12)
+    assert fused_attention_is_fast() == here
+
+
 @pytest.mark.parametrize("path", ["fused", "chunked"])
 def test_attention_matches_reference_with_q_and_v_bias_only(path, monkeypatch):
     from videomae_keras.layers import attention

@@ -4,16 +4,23 @@ batch that fits on common accelerators.
 
 `plan(...)` compiles in a child process on virtual CPU devices (JAX, whatever backend this
 process runs), with abstract inputs and variables: nothing is allocated, so ViT-g plans on
-a laptop. Two compiles: at the requested batch and at one more clip per replica, whose
-difference is the memory of one clip; with it the fixed part gives the largest batch per
-chip capacity (linear in the batch, as XLA's buffers are).
+a laptop. It compiles at the requested batch and at one more clip per replica, then for each
+chip the largest batch per replica that fits, found from the nearest compiled points and
+compiled itself (`largest_batches`): the total is not one straight line in the batch.
 
 Why a flag: XLA's CPU pipeline expands the optimization barriers that `jax.checkpoint` puts
 around a rematerialised block before its common-subexpression pass, which then merges the
 recomputation with the forward pass: compiled for CPU, remat shows no saving (and more
 temporaries) although accelerators keep it. The child disables that expansion
 (`--xla_disable_hlo_passes=cse_barrier_expander`), so the compiled step keeps the
-recomputation, as TPU and GPU compilers do. Memory on a real accelerator also depends on
+recomputation, as TPU and GPU compilers do. Attention is traced as accelerators run it,
+through `keras.ops.dot_product_attention` (`utils.accelerator_attention`), not the CPU's
+query-chunked path, whose chunks shrink as the batch grows (chunked, the program changed with
+the batch, so the cost of one more clip was wrong, and grew to thousands of attention blocks
+that took ViT-H fine-tuning 36 minutes and ViT-g past 18 GB of host memory to compile). On
+CPU that op is XLA's composite with the whole (heads, N, N) score matrix; TPU's Splash and
+GPU's cuDNN flash kernels keep less, so attention's share is an upper bound. Memory on a real
+accelerator also depends on
 its compiler's layouts and fusion; treat the figures as the CPU compiler's accounting of
 the same program. The CPU compiler also runs bfloat16 through float32, so mixed-precision
 plans are upper bounds (MIXED_PRECISION_NOTE).
@@ -40,9 +47,9 @@ CHIPS = {
 
 CPU_FLAGS = "--xla_disable_hlo_passes=cse_barrier_expander"
 
-# Measured: ViT-S fine-tuning at 16x224, fsdp on 8 devices, 1 clip per device: temporaries
-# 1634 MiB in float32, 2099 MiB with mixed_bfloat16 (2073 MiB with
-# --xla_allow_excess_precision=false): the CPU compiler computes bfloat16 through float32.
+# Measured: ViT-S fine-tuning at 16x224, fsdp with remat on 8 devices, 1 clip per device:
+# temporaries 410 MiB in float32, 423 MiB with mixed_bfloat16 (ViT-L: 2032 and 2035 MiB):
+# the CPU compiler computes bfloat16 through float32.
 MIXED_PRECISION_NOTE = (
     "XLA's CPU compiler computes bfloat16 in float32 buffers (and keeps both copies), so "
     "with --mixed-precision these figures are upper bounds; TPU and GPU compilers keep "
@@ -51,20 +58,24 @@ MIXED_PRECISION_NOTE = (
 
 def plan(architecture, devices=8, distribution="fsdp", mesh=None, batch_size=None,
          remat=False, mixed_precision=False, accumulate=1, num_frames=16, image_size=224,
-         num_classes=400, mask_ratio=0.9, progress=True):
+         num_classes=400, mask_ratio=0.9, check_fits=True, progress=True):
     """The memory plan of one training configuration (a dict; see `format_plan`).
 
     `architecture`: an architecture name (`presets.ARCHITECTURES`: "g14FT", "B16PT",
     "tinyFT", ...; FT plans fine-tuning, PT pretraining). `distribution`: None (one
     device), "data" or "fsdp" (with `mesh` "BxM"; default all devices on the batch axis).
-    `batch_size`: the global batch (default one clip per replica). Runs in a child process;
-    `progress` passes its progress lines through to stderr.
+    `batch_size`: the global batch (default one clip per replica). `check_fits`: compile the
+    largest batch that fits each chip (`largest_batches`: a few compiles more); False
+    extrapolates it from the requested batch and one more clip (two compiles; the figures
+    can be far too large). Runs in a child process; `progress` passes its progress lines
+    through to stderr.
     """
     arguments = dict(architecture=architecture, devices=int(devices), distribution=distribution,
                      mesh=mesh, batch_size=batch_size, remat=bool(remat),
                      mixed_precision=bool(mixed_precision), accumulate=int(accumulate),
                      num_frames=int(num_frames), image_size=int(image_size),
-                     num_classes=int(num_classes), mask_ratio=float(mask_ratio))
+                     num_classes=int(num_classes), mask_ratio=float(mask_ratio),
+                     check_fits=bool(check_fits))
     _check(arguments)
     env = dict(os.environ, KERAS_BACKEND="jax", JAX_PLATFORMS="cpu", TF_CPP_MIN_LOG_LEVEL="3")
     env["XLA_FLAGS"] = " ".join(filter(None, [
@@ -229,6 +240,8 @@ def run_plan(arguments):
     """The plan, in this process (the child: JAX with the devices already set up)."""
     import keras
 
+    from videomae_keras.utils import accelerator_attention
+
     name = arguments["architecture"]
     pretraining = name.lower().endswith("pt")
     if not (pretraining or name.lower().endswith("ft")):
@@ -236,21 +249,32 @@ def run_plan(arguments):
                          f"g14FT; got {name!r}.")
     ways = _batch_ways(arguments)
     batch = arguments["batch_size"] or ways
+    per_replica = batch // ways
     distribution = _distribution(arguments)
     what = "pretraining" if pretraining else "fine-tuning"
     _say(f"building {name} ({what}) with unallocated weights")
-    model = _build(arguments, pretraining)
-    figures = []
-    for step, global_batch in enumerate((batch, batch + ways), 1):
-        _say(f"compiling the training step for batch {global_batch} on "
-             f"{arguments['devices']} CPU devices ({step}/2)")
-        figures.append(_compile(model, distribution, global_batch, pretraining))
-    measured, one_more = figures
-    per_clip = one_more["total"] - measured["total"]  # one more clip per replica
-    per_replica = batch // ways
-    fixed = measured["total"] - per_replica * per_clip
-    fits = {chip: (max(0, math.floor((size * GiB - fixed) / per_clip)) if per_clip > 0
-                   else None) for chip, size in CHIPS.items()}
+    compiled = {}  # clips per replica: XLA's figures
+
+    def measure(clips, why):
+        _say(f"compiling the training step for {clips} clip(s) per replica (global batch "
+             f"{clips * ways}) on {arguments['devices']} CPU devices: {why}")
+        compiled[clips] = _compile(model, distribution, clips * ways, pretraining)
+        return compiled[clips]["total"]
+
+    with accelerator_attention():  # the fused op, as on TPU and GPU: not the CPU's chunks
+        model = _build(arguments, pretraining)
+        measure(per_replica, "the requested batch")
+        measure(per_replica + 1, "one more clip")
+        if arguments["check_fits"]:
+            fits = largest_batches(measure, {n: f["total"] for n, f in compiled.items()})
+        else:
+            fits = {chip: _estimate({n: f["total"] for n, f in compiled.items()}, size * GiB)
+                    for chip, size in CHIPS.items()}
+    # the cost of one more clip between the two largest batches compiled (the slope there)
+    below, top = sorted(compiled)[-2:]
+    per_clip = (compiled[top]["total"] - compiled[below]["total"]) // (top - below)
+    fixed = compiled[top]["total"] - top * per_clip
+    measured = compiled[per_replica]
     return {
         "architecture": name, "task": what, "devices": arguments["devices"],
         "distribution": arguments["distribution"] or "single",
@@ -264,10 +288,65 @@ def run_plan(arguments):
         "per_clip_bytes": per_clip,
         "fixed_bytes": fixed,
         "max_batch_per_replica": fits,
+        "fits_checked": arguments["check_fits"],
+        "compiled_totals": {str(n): compiled[n]["total"] for n in sorted(compiled)},
         "chips_gib": CHIPS,
         "backend": "XLA CPU, " + keras.backend.backend(),
         "host_peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
     }
+
+
+MAX_CHECKS_PER_CHIP = 3
+
+
+def largest_batches(measure, totals):
+    """The largest batch per replica that fits each chip, each one compiled and measured.
+
+    `totals`: {clips per replica: total bytes} compiled so far; `measure(clips, why)` compiles
+    one more and returns its total. Per chip, smallest first: estimate from the nearest
+    compiled points (`_estimate`), compile the estimate, and again from the new point when
+    it does not fit (at most MAX_CHECKS_PER_CHIP compiles). Why not one straight line: the
+    total is the peak over the step, a maximum of lines in the batch, so its slope grows
+    where activations take over from the fixed part (sharded ViT-H fine-tuning with remat:
+    0.50 GiB per clip from 1 to 2 clips per replica, 1.14 GiB from 8 to 9). The answer is
+    the largest compiled batch that fits. When the first estimate fits, the next batch up does
+    not (the slope only grows); when a later one does, it is a lower bound, short of the
+    failing point above it by a clip or a few.
+    """
+    fits = {}
+    for chip, size in sorted(CHIPS.items(), key=lambda item: item[1]):
+        capacity = size * GiB
+        for _ in range(MAX_CHECKS_PER_CHIP):
+            clips = _estimate(totals, capacity)
+            if clips is None or clips < 1 or clips in totals:
+                break
+            totals[clips] = measure(clips, f"the estimate for {chip} ({size} GiB)")
+        if _estimate(totals, capacity) is None:
+            fits[chip] = None
+            continue
+        fitting = [n for n, total in totals.items() if total <= capacity]
+        fits[chip] = max(fitting, default=0)
+    return dict((chip, fits[chip]) for chip in CHIPS)
+
+
+def _estimate(totals, capacity):
+    """The largest batch per replica that a straight line through the nearest compiled points
+    puts under `capacity`: between the largest fitting and the smallest failing point when
+    both exist, else through the two largest (or two smallest) points. None when memory does
+    not grow with the batch."""
+    points = sorted(totals)
+    fitting = [n for n in points if totals[n] <= capacity]
+    failing = [n for n in points if totals[n] > capacity]
+    if fitting and failing and min(failing) > max(fitting):
+        low, high = max(fitting), min(failing)
+    elif fitting:
+        low, high = points[-2], points[-1]
+    else:
+        low, high = points[0], points[1]
+    slope = (totals[high] - totals[low]) / (high - low)
+    if slope <= 0:
+        return None
+    return max(0, low + math.floor((capacity - totals[low]) / slope))
 
 
 def format_plan(result):
@@ -298,8 +377,9 @@ def format_plan(result):
         f"  of which weights and optimizer state {gib(memory['model_state']).strip()}, one more "
         f"clip per replica {gib(result['per_clip_bytes']).strip()}",
         "largest batch per replica that fits (global = x "
-        f"{result['replicas']}; linear from this batch and one more clip per replica: "
-        "confirm far larger ones with --batch-size):",
+        f"{result['replicas']}; " + ("each compiled and measured" if result["fits_checked"]
+                                     else "extrapolated from this batch and one more clip, "
+                                     "unchecked (--quick)") + "):",
     ]
     for chip, size in result["chips_gib"].items():
         fits = result["max_batch_per_replica"][chip]

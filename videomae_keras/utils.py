@@ -1,5 +1,6 @@
 """Small helpers shared by the models and the loaders."""
 
+import contextlib
 import functools
 
 import numpy as np
@@ -66,7 +67,9 @@ def resolve_flash_attention(flash_attention):
     return flash_attention
 
 
-@functools.lru_cache(maxsize=None)
+_AS_ON_ACCELERATORS = []  # a stack, so accelerator_attention() nests
+
+
 def fused_attention_is_fast():
     """Whether `keras.ops.dot_product_attention` has a fused kernel where this model runs.
 
@@ -74,9 +77,30 @@ def fused_attention_is_fast():
     tensorflow on GPU/TPU (cuDNN / Splash). On CPU, jax and tensorflow build the whole
     (heads, N, N) score matrix through a slow narrow-contraction dot; the attention layers
     then take a query-chunked path instead (per ViT-B layer at 16x224: 1.8x faster on
-    jax, 1.35x on tensorflow, measured). Cached: attention layers ask on every eager call,
-    and the backend and its devices are fixed for the process.
+    jax, 1.35x on tensorflow, measured). Always true inside `accelerator_attention()`.
     """
+    return bool(_AS_ON_ACCELERATORS) or _fused_kernel_here()
+
+
+@contextlib.contextmanager
+def accelerator_attention():
+    """Attention layers traced inside take the fused op, as on GPU and TPU, on any device.
+
+    For programs compiled here to stand for an accelerator's (the memory plan compiles a TPU's
+    training step on CPU): the CPU path's query chunks depend on the batch, so they would
+    change the program with the batch and put one block of ops per chunk into it.
+    """
+    _AS_ON_ACCELERATORS.append(True)
+    try:
+        yield
+    finally:
+        _AS_ON_ACCELERATORS.pop()
+
+
+@functools.lru_cache(maxsize=None)
+def _fused_kernel_here():
+    """`fused_attention_is_fast` for this process's backend and devices (fixed, so cached:
+    attention layers ask on every eager call)."""
     backend = keras.backend.backend()
     if backend == "jax":
         import jax

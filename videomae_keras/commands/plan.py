@@ -30,6 +30,9 @@ def add_arguments(parser):
     parser.add_argument("--num-frames", type=POSITIVE, default=16)
     parser.add_argument("--image-size", type=POSITIVE, default=224)
     parser.add_argument("--num-classes", type=POSITIVE, default=400)
+    parser.add_argument("--quick", action="store_true",
+                        help="two compiles only: extrapolate the largest batches instead of "
+                             "compiling each (can be far too large)")
     add_flags(parser, "json", "quiet")
 
 
@@ -41,7 +44,8 @@ def run(args):
                   batch_size=args.batch_size, remat=args.remat,
                   mixed_precision=args.mixed_precision, accumulate=args.accumulate,
                   num_frames=args.num_frames, image_size=args.image_size,
-                  num_classes=args.num_classes, progress=not args.quiet)
+                  num_classes=args.num_classes, check_fits=not args.quick,
+                  progress=not args.quiet)
     if args.json:
         print(json.dumps(result, indent=2))
     else:
