@@ -4,9 +4,10 @@ pretraining, data parallel against fully sharded, remat off and on, at 16x224 on
     python bench/memory_plan.py [--sizes S16 B16 ...] [--modes data fsdp fsdp-remat ...]
     python bench/memory_plan.py --readme      # only rewrite README.md's table from the JSON
 
-Each plan compiles the real training step twice (batch of one clip per replica, and two) on
-8 virtual CPU devices; nothing is allocated. Results go to bench/results/memory_plan.json
-(merged with what is there, so the table can be built in parts) and the table is printed.
+Each plan compiles the real training step on 8 virtual CPU devices (nothing is allocated) at
+one and two clips per replica, then each chip's largest batch (`plan.largest_batches`).
+Results go to bench/results/memory_plan.json (merged with what is there, so the table can be
+built in parts, by runs side by side too) and the table is printed.
 """
 
 import argparse
@@ -74,9 +75,10 @@ def _merged(key, result):
             results = json.load(f)
     results[key] = result
     os.makedirs(os.path.dirname(RESULTS), exist_ok=True)
-    with open(RESULTS + ".tmp", "w", encoding="utf-8") as f:
+    temporary = f"{RESULTS}.{os.getpid()}.tmp"  # two runs may merge at once
+    with open(temporary, "w", encoding="utf-8") as f:
         json.dump(results, f, indent=1, sort_keys=True)
-    os.replace(RESULTS + ".tmp", RESULTS)
+    os.replace(temporary, RESULTS)
     return results
 
 
