@@ -254,22 +254,22 @@ def run_plan(arguments):
     what = "pretraining" if pretraining else "fine-tuning"
     _say(f"building {name} ({what}) with unallocated weights")
     compiled = {}  # clips per replica: XLA's figures
+    totals = {}  # clips per replica: their total, what the estimates read
 
     def measure(clips, why):
         _say(f"compiling the training step for {clips} clip(s) per replica (global batch "
              f"{clips * ways}) on {arguments['devices']} CPU devices: {why}")
         compiled[clips] = _compile(model, distribution, clips * ways, pretraining)
-        return compiled[clips]["total"]
+        totals[clips] = compiled[clips]["total"]
 
     with accelerator_attention():  # the fused op, as on TPU and GPU: not the CPU's chunks
         model = _build(arguments, pretraining)
         measure(per_replica, "the requested batch")
         measure(per_replica + 1, "one more clip")
         if arguments["check_fits"]:
-            fits = largest_batches(measure, {n: f["total"] for n, f in compiled.items()})
+            fits = largest_batches(measure, totals)
         else:
-            fits = {chip: _estimate({n: f["total"] for n, f in compiled.items()}, size * GiB)
-                    for chip, size in CHIPS.items()}
+            fits = {chip: _estimate(totals, size * GiB) for chip, size in CHIPS.items()}
     # the cost of one more clip between the two largest batches compiled (the slope there)
     below, top = sorted(compiled)[-2:]
     per_clip = (compiled[top]["total"] - compiled[below]["total"]) // (top - below)
@@ -303,7 +303,7 @@ def largest_batches(measure, totals):
     """The largest batch per replica that fits each chip, each one compiled and measured.
 
     `totals`: {clips per replica: total bytes} compiled so far; `measure(clips, why)` compiles
-    one more and returns its total. Per chip, smallest first: estimate from the nearest
+    one more and adds it to `totals`. Per chip, smallest first: estimate from the nearest
     compiled points (`_estimate`), compile the estimate, and again from the new point when
     it does not fit (at most MAX_CHECKS_PER_CHIP compiles). Why not one straight line: the
     total is the peak over the step, a maximum of lines in the batch, so its slope grows
@@ -320,13 +320,10 @@ def largest_batches(measure, totals):
             clips = _estimate(totals, capacity)
             if clips is None or clips < 1 or clips in totals:
                 break
-            totals[clips] = measure(clips, f"the estimate for {chip} ({size} GiB)")
-        if _estimate(totals, capacity) is None:
-            fits[chip] = None
-            continue
+            measure(clips, f"the estimate for {chip} ({size} GiB)")
         fitting = [n for n, total in totals.items() if total <= capacity]
-        fits[chip] = max(fitting, default=0)
-    return dict((chip, fits[chip]) for chip in CHIPS)
+        fits[chip] = None if clips is None else max(fitting, default=0)
+    return {chip: fits[chip] for chip in CHIPS}
 
 
 def _estimate(totals, capacity):
