@@ -128,6 +128,15 @@ def save(name, payload):
     return path
 
 
+def load(name):
+    """bench/results/<name>.json, or SystemExit saying which run writes it."""
+    path = os.path.join(RESULTS, name + ".json")
+    if not os.path.exists(path):
+        raise SystemExit(f"{os.path.relpath(path, ROOT)} is missing: run python bench/{name}.py")
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
 def add_ratios(rows, key="seconds", reference="transformers", reference_case=None):
     """Adds `ratio` = seconds / the reference variant's seconds for the same case, or for
     `reference_case[case]` where a case has no reference row of its own."""

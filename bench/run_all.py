@@ -1,8 +1,8 @@
 #!/usr/bin/env python
 """The whole benchmark suite in one command: model speed and memory (speed.py), int8
-accuracy (quantize.py), pre-processing (preprocess.py) and eager torch's per-block dispatch
-cost (dispatch.py), each side by side with transformers, then the tables into
-bench/results/SUMMARY.md and the README.
+accuracy (quantize.py), pre-processing (preprocess.py), eager torch's per-block dispatch
+cost (dispatch.py) and checkpoint loading (load.py), each side by side with transformers,
+then the tables into bench/results/SUMMARY.md and the README.
 
 Usage: python bench/run_all.py [--quick] [--no-readme]
 
@@ -76,6 +76,7 @@ def main():
         _run("quantize.py", ["--clips", "64"] if args.quick else [])
         _run("preprocess.py", ["--repeats", "5"] if args.quick else [])
         _run("dispatch.py", ["--repeats", "50"] if args.quick else [])
+        _run("load.py", ["--sizes", "B"] if args.quick else [])
     text = summary(_load("speed"), _load("quantize"), _load("preprocess"), _load("dispatch"))
     path = os.path.join(_common.RESULTS, "SUMMARY.md")
     with open(path + ".tmp", "w", encoding="utf-8") as f:
@@ -83,6 +84,7 @@ def main():
     os.replace(path + ".tmp", path)
     if not args.no_readme:
         update_readme(text)
+        _run("load.py", ["--readme"])  # its own block: loading memory and time
     print(text)
     print(f"written: bench/results/SUMMARY.md{'' if args.no_readme else ' and README.md'}")
 

@@ -53,7 +53,7 @@ def test_the_repository_readme_has_the_block():
 
 @pytest.mark.parametrize("script", ["run_all.py", "speed.py", "quantize.py",
                                     "preprocess.py", "dispatch.py", "memory_plan.py",
-                                    "data_loader.py"])
+                                    "data_loader.py", "load.py"])
 def test_scripts_explain_themselves(script):
     done = subprocess.run([sys.executable, os.path.join(ROOT, "bench", script), "--help"],
                           capture_output=True, text=True, timeout=120)

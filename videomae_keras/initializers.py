@@ -28,6 +28,8 @@ import numpy as np
 import keras
 from keras import ops
 
+from videomae_keras.memory import FreedMemory
+
 # torch.nn.Linear / Conv3d default kernel init, kaiming_uniform(a=sqrt(5)): U(+-1/sqrt(fan_in)).
 TORCH_DEFAULT_KERNEL = {
     "class_name": "VarianceScaling",
@@ -116,6 +118,9 @@ def for_weight(initializer, salt=""):
 _SKIPPING = contextvars.ContextVar("videomae_keras_skip_initialization", default=False)
 
 
+_PLACEHOLDERS = FreedMemory()
+
+
 class _Deferred(keras.initializers.Initializer):
     """Stands in for `initializer` while a model is built to be loaded: NaN (zeros for
     integers) from numpy, so no random kernel is compiled or run, and a weight that loading
@@ -127,6 +132,7 @@ class _Deferred(keras.initializers.Initializer):
     def __call__(self, shape, dtype=None):
         name = keras.backend.standardize_dtype(dtype or "float32")
         if "float" in name:
+            _PLACEHOLDERS.count(4 * math.prod(shape))  # the temporaries handed back as we go
             return np.full(shape, np.nan, np.float32)  # the variable casts to its dtype
         return np.zeros(shape, bool if name == "bool" else np.int64)
 

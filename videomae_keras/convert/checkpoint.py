@@ -4,15 +4,22 @@ Handles official `.pth` files (weights under 'model', 'module' or at the top lev
 torch.compile and backbone prefixes), transformers folders (config.json + model.safetensors,
 sharded safetensors or pytorch_model.bin) and single .safetensors / .bin files. Pickles are
 read with `torch.load(weights_only=True)`, so a file that tries to run code is refused;
-safetensors files need no torch at all.
+safetensors files need no torch at all (unless they hold bfloat16, which numpy lacks).
+
+Both kinds are memory-mapped and read lazily (`convert.tensors`): reading a checkpoint
+costs its header, and each tensor's data is read when loading assigns it.
 """
 
 import dataclasses
 import json
+import math
 import os
 import re
 
 import numpy as np
+
+from videomae_keras.convert.tensors import LazyTensor, materialize
+from videomae_keras.memory import release_pages
 
 # Wrapper keys official training scripts save under, in the order they are tried.
 WRAPPER_KEYS = ("model", "module", "state_dict")
@@ -34,15 +41,28 @@ class CheckpointError(ValueError):
 
 @dataclasses.dataclass
 class Checkpoint:
-    """Tensors of a checkpoint as float32 numpy arrays, plus the transformers config if any."""
+    """Tensors of a checkpoint (float32 numpy arrays, or `LazyTensor`s that read as such),
+    plus the transformers config if any."""
 
     state: dict
     path: str
     hf_config: dict = None
 
 
-def read_checkpoint(source):
-    """Reads a checkpoint file or transformers folder into a `Checkpoint`."""
+def read_checkpoint(source, lazy=False):
+    """Reads a checkpoint file or transformers folder into a `Checkpoint`.
+
+    With `lazy=True` the state holds `LazyTensor`s (shapes from the headers, data read on
+    `load()`), which is how `from_pretrained` loads at the cost of the weights alone;
+    otherwise every tensor is read into a float32 numpy array.
+    """
+    checkpoint = _read_lazily(source)
+    if not lazy:
+        checkpoint.state = materialize(checkpoint.state)
+    return checkpoint
+
+
+def _read_lazily(source):
     path = os.fspath(source)
     if not os.path.exists(path):
         raise CheckpointError(
@@ -116,27 +136,75 @@ def _read_weights_file(path):
     )
 
 
+# safetensors dtype names as numpy spells them; the rest (bfloat16, float8) go through torch
+SAFETENSORS_NUMPY = {"F64": "float64", "F32": "float32", "F16": "float16", "I64": "int64",
+                     "I32": "int32", "I16": "int16", "I8": "int8", "U8": "uint8",
+                     "BOOL": "bool"}
+SAFETENSORS_NAMES = {**SAFETENSORS_NUMPY, "BF16": "bfloat16"}
+
+
 def _read_safetensors(path):
+    """{key: LazyTensor} from a safetensors header (checked by safetensors on opening)."""
+    safe_open = _safe_open(path)
+    try:
+        with safe_open(path, framework="numpy") as f:
+            keys = list(f.keys())
+    except Exception as e:  # safetensors raises its own error types for corrupt files
+        raise CheckpointError(f"Cannot read {path} as safetensors: {e}") from None
+    with open(path, "rb") as f:
+        length = int.from_bytes(f.read(8), "little")
+        header = json.loads(f.read(length))
+    return {key: LazyTensor(header[key]["shape"],
+                            SAFETENSORS_NAMES.get(header[key]["dtype"],
+                                                  header[key]["dtype"].lower()),
+                            _safetensors_reader(path, key, header[key], 8 + length))
+            for key in keys}
+
+
+def _safe_open(path):
     try:
         from safetensors import safe_open
     except ImportError:
         raise CheckpointError(
             f"Reading {path} needs the safetensors package: pip install safetensors"
         ) from None
-    state = {}
+    return safe_open
+
+
+def _safetensors_reader(path, key, entry, data_start):
+    """Reads one tensor with a plain file read at its offsets (what safetensors validated):
+    no memory map, so no mapped pages stay in the process' memory, and several times
+    faster than faulting the pages in. dtypes numpy lacks (bfloat16) go through torch."""
+    dtype, shape = entry["dtype"], tuple(entry["shape"])
+
+    def read():
+        if dtype not in SAFETENSORS_NUMPY:
+            return _read_through_torch(path, key, dtype)
+        begin, end = entry["data_offsets"]
+        numpy_dtype = np.dtype(SAFETENSORS_NUMPY[dtype]).newbyteorder("<")
+        count = (end - begin) // numpy_dtype.itemsize
+        with open(path, "rb") as f:
+            f.seek(data_start + begin)
+            array = np.fromfile(f, numpy_dtype, count)
+        if array.size != count or count != math.prod(shape):
+            raise CheckpointError(f"{path} ends inside tensor {key}: the file is truncated; "
+                                  "download or copy it again.")
+        return _to_float32(array.reshape(shape).astype(numpy_dtype.newbyteorder("="),
+                                                       copy=False))
+
+    return read
+
+
+def _read_through_torch(path, key, dtype):
     try:
-        with safe_open(path, framework="numpy") as f:
-            for key in f.keys():
-                state[key] = _to_float32(f.get_tensor(key))
-    except (TypeError, ValueError) as e:
-        if "bf16" not in str(e).lower() and "bfloat16" not in str(e).lower():
-            raise CheckpointError(f"Cannot read {path} as safetensors: {e}") from None
-        # numpy has no bfloat16: read those files through torch.
-        with safe_open(path, framework="pt") as f:
-            state = {key: _torch_to_numpy(f.get_tensor(key)) for key in f.keys()}
-    except Exception as e:  # safetensors raises its own error types for corrupt files
-        raise CheckpointError(f"Cannot read {path} as safetensors: {e}") from None
-    return state
+        import torch  # noqa: F401
+    except ImportError:
+        raise CheckpointError(
+            f"{path} holds {dtype} tensors, which numpy cannot read: install torch "
+            "(pip install torch) to read them."
+        ) from None
+    with _safe_open(path)(path, framework="pt") as f:  # closing unmaps what it touched
+        return _torch_to_numpy(f.get_tensor(key))
 
 
 def _read_torch(path):
@@ -148,8 +216,7 @@ def _read_torch(path):
             "files can be read without it."
         ) from None
     try:
-        with torch.serialization.safe_globals(_harmless_globals()):
-            obj = torch.load(path, map_location="cpu", weights_only=True)
+        obj, mapped = _torch_load(torch, path)
     except Exception as e:
         message = str(e)
         blocked = re.search(r"(?i)unsupported global:?\s+(?:GLOBAL\s+)?([\w.]+)", message)
@@ -167,7 +234,19 @@ def _read_torch(path):
             f"Cannot read {path} as a PyTorch checkpoint: the file is corrupt, truncated or not "
             f"a torch.save file ({type(e).__name__}: {detail})."
         ) from None
-    return _flatten_torch_object(obj, path)
+    return _flatten_torch_object(obj, path, mapped)
+
+
+def _torch_load(torch, path):
+    """(object, memory-mapped?): the file mapped where its format allows (torch.save's zip
+    format, the default since torch 1.6), else read whole (the legacy format)."""
+    with torch.serialization.safe_globals(_harmless_globals()):
+        try:
+            return torch.load(path, map_location="cpu", weights_only=True, mmap=True), True
+        except RuntimeError as e:
+            if "mmap" not in str(e) or "zipfile" not in str(e):
+                raise
+        return torch.load(path, map_location="cpu", weights_only=True), False
 
 
 def _harmless_globals():
@@ -188,7 +267,7 @@ def _harmless_globals():
     return allowed
 
 
-def _flatten_torch_object(obj, path):
+def _flatten_torch_object(obj, path, mapped=False):
     import torch
 
     if isinstance(obj, dict):
@@ -203,7 +282,8 @@ def _flatten_torch_object(obj, path):
     state = {}
     for key, value in obj.items():
         if isinstance(value, torch.Tensor):
-            state[key] = _torch_to_numpy(value)
+            state[key] = LazyTensor(tuple(value.shape), str(value.dtype).removeprefix("torch."),
+                                    _torch_reader(value, mapped))
     if not state:
         raise CheckpointError(
             f"{path} holds no tensors at its top level or under {', '.join(WRAPPER_KEYS)}; "
@@ -212,12 +292,26 @@ def _flatten_torch_object(obj, path):
     return state
 
 
+def _torch_reader(tensor, mapped):
+    """Copies one tensor out (float32); for a mapped file, then hands its pages back."""
+
+    def read():
+        array = _torch_to_numpy(tensor)
+        if mapped:
+            storage = tensor.untyped_storage()
+            release_pages(storage.data_ptr(), storage.nbytes())
+        return array
+
+    return read
+
+
 def _torch_to_numpy(tensor):
+    """A float32 (or bool) numpy copy that shares no memory with `tensor`."""
     import torch
 
     tensor = tensor.detach().cpu()
-    if tensor.dtype == torch.bool:
-        return tensor.numpy()
+    if tensor.dtype in (torch.bool, torch.float32):
+        return tensor.numpy().copy()
     return tensor.to(torch.float32).numpy()
 
 

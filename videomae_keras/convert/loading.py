@@ -8,6 +8,7 @@ from videomae_keras import presets
 from videomae_keras.checkpoints import cache
 from videomae_keras.atomic import atomic_output
 from videomae_keras.initializers import build_for_loading
+from videomae_keras.memory import FreedMemory
 from videomae_keras.models.saving import load_keras_model, rebuild
 from videomae_keras.progress import Stages
 from videomae_keras.convert.checkpoint import (
@@ -16,7 +17,7 @@ from videomae_keras.convert.checkpoint import (
     read_checkpoint,
     strip_prefixes,
 )
-from videomae_keras.convert import official, transformers
+from videomae_keras.convert import official, tensors, transformers
 from videomae_keras.convert.keymap import (
     TORCH_SHAPES,
     TRANSFORMS,
@@ -79,7 +80,7 @@ def _short(items, limit=12):
 
 
 def _canonical_checkpoint(source):
-    checkpoint = source if isinstance(source, Checkpoint) else read_checkpoint(source)
+    checkpoint = source if isinstance(source, Checkpoint) else read_checkpoint(source, lazy=True)
     state, layout, notes = to_canonical(strip_prefixes(checkpoint.state))
     return checkpoint, state, layout, notes
 
@@ -93,32 +94,41 @@ def load_pytorch_weights(model, source, strict=True, progress=None):
     and any shape mismatch raise one ValueError that lists them all, and nothing is changed.
     With `strict=False` the matching weights are loaded and the rest reported. Returns a
     `LoadReport`. `progress`, if given, is called once per tensor assigned.
+
+    Keys and shapes are checked from the checkpoint's header before any data is read; then
+    each tensor is read, converted, assigned and dropped in turn, so loading needs little
+    more memory than the model itself.
     """
     checkpoint, state, layout, notes = _canonical_checkpoint(source)
     targets = keras_weight_map(model)
     missing = sorted(k for k in targets if k not in state)
     unexpected = sorted(k for k in state if k not in targets)
-    mismatched, values = [], {}
-    for key in targets.keys() & state.keys():
+    mismatched, matched = [], []
+    for key in (k for k in state if k in targets):  # file order: reads run front to back
         variable, transform = targets[key]
-        value = TRANSFORMS[transform](state[key])
-        if tuple(value.shape) != tuple(variable.shape):
-            needed = TORCH_SHAPES[transform](tuple(variable.shape))
+        needed = TORCH_SHAPES[transform](tuple(variable.shape))
+        if tuple(state[key].shape) != needed:
             mismatched.append((key, tuple(state[key].shape), needed))
         else:
-            values[key] = value
+            matched.append(key)
     mismatched.sort()
-    report = LoadReport(layout, len(values), missing, unexpected, mismatched, notes)
+    report = LoadReport(layout, len(matched), missing, unexpected, mismatched, notes)
     if strict and (missing or unexpected or mismatched):
         raise WeightMismatchError(
             f"Checkpoint {checkpoint.path} does not match {model.name}: {report}. Build the "
             "model that matches the checkpoint (from_pretrained does this for you), or pass "
             "strict=False to load only the matching weights.", report, checkpoint.path
         )
-    for key, value in values.items():
-        targets[key][0].assign(value)
+    freed = FreedMemory()
+    for key in matched:
+        variable, transform = targets[key]
+        value = TRANSFORMS[transform](tensors.load(state[key]))
+        variable.assign(value)
+        freed.count(value.nbytes)
+        del value
         if progress is not None:
             progress()
+    freed.trim()
     return report
 
 

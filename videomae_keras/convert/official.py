@@ -10,9 +10,8 @@ architecture comes from the tensor shapes here, with the head counts of the offi
 import collections
 import re
 
-import numpy as np
-
 from videomae_keras import configs, presets
+from videomae_keras.convert import tensors
 from videomae_keras.convert.checkpoint import CheckpointError
 
 # keys of official checkpoints (fine-tuned, pretraining with `encoder.`, encoder-only)
@@ -35,7 +34,7 @@ def _split_fused_qkv_bias(state):
     out = dict(state)
     for key in [k for k in state if k.endswith(".attn.qkv.bias")]:
         prefix = key[: -len("qkv.bias")]
-        q_bias, k_bias, v_bias = np.split(state[key], 3)
+        q_bias, k_bias, v_bias = tensors.split(state[key], 3)
         del out[key]
         out.setdefault(prefix + "q_bias", q_bias)
         out.setdefault(prefix + "v_bias", v_bias)

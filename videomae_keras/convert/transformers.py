@@ -12,6 +12,7 @@ import re
 import numpy as np
 
 from videomae_keras.configs import as_pair
+from videomae_keras.convert import tensors
 from videomae_keras.convert.checkpoint import CheckpointError
 
 # (transformers, canonical) name parts, in the order they apply. A part ending in "." at
@@ -89,7 +90,8 @@ def to_canonical(state):
 
 
 def from_canonical(state, task):
-    """Canonical (official-named) numpy tensors -> transformers' key names and layout."""
+    """Canonical (official-named) tensors -> transformers' key names and layout (numpy)."""
+    state = tensors.materialize(state)
     out = {}
     for key, value in state.items():
         if key.endswith(("gamma_1", "gamma_2")):
@@ -120,7 +122,7 @@ def _merge_qkv(state):
         parts = [prefix + name + ".weight" for name in ("query", "key", "value")]
         if not all(p in state for p in parts):
             continue  # reported as unexpected keys later
-        out[prefix + "qkv.weight"] = np.concatenate([state[p] for p in parts], axis=0)
+        out[prefix + "qkv.weight"] = tensors.concatenate([state[p] for p in parts], axis=0)
         for p in parts:
             del out[p]
     return out

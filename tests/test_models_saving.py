@@ -1,0 +1,59 @@
+"""`.keras` files loaded without reading the whole weights member into memory: the same
+model as Keras' own `load_model`, nothing left beside the file, compiled files unchanged."""
+
+import os
+
+import numpy as np
+
+import keras
+import videomae_keras as vk
+from videomae_keras.models import saving
+
+ARGS = dict(num_classes=5, num_frames=4, image_size=32, patch_size=8, hidden_dim=32, depth=2,
+            num_heads=4, mlp_dim=48)
+
+
+def _weights(model):
+    return [np.asarray(keras.ops.convert_to_numpy(w)) for w in model.weights]
+
+
+def test_plain_file_loads_like_keras(tmp_path):
+    model = vk.VideoMAEClassifier.from_arguments(**ARGS)
+    path = str(tmp_path / "model.keras")
+    model.save(path)
+    assert saving._plain_config(path) is not None
+    ours = saving.load_keras_model(path)
+    theirs = keras.saving.load_model(path, safe_mode=True)
+    assert ours.get_config() == theirs.get_config()
+    for a, b, c in zip(_weights(ours), _weights(theirs), _weights(model)):
+        np.testing.assert_array_equal(a, b)
+        np.testing.assert_array_equal(a, c)
+    assert os.listdir(tmp_path) == ["model.keras"]  # the extracted weights are gone
+
+
+def test_compiled_file_goes_through_keras(tmp_path):
+    model = vk.VideoMAEClassifier.from_arguments(**ARGS)
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+    path = str(tmp_path / "compiled.keras")
+    model.save(path)
+    assert saving._plain_config(path) is None
+    loaded = saving.load_keras_model(path)
+    assert loaded.optimizer is not None
+    for a, b in zip(_weights(loaded), _weights(model)):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_read_only_folder_still_loads(tmp_path, monkeypatch):
+    model = vk.VideoMAEClassifier.from_arguments(**ARGS)
+    path = str(tmp_path / "model.keras")
+    model.save(path)
+    original = saving.tempfile.TemporaryDirectory
+
+    def refuse_beside(*args, dir=None, **kwargs):
+        if dir is not None:
+            raise PermissionError("read-only")
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(saving.tempfile, "TemporaryDirectory", refuse_beside)
+    for a, b in zip(_weights(saving.load_keras_model(path)), _weights(model)):
+        np.testing.assert_array_equal(a, b)
