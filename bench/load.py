@@ -82,30 +82,25 @@ def worker(variant, source):
 
 
 def make_fixtures(folder, size):
-    """{kind: path} of the three checkpoints of one size, written unless present."""
-    paths = {"transformers folder": os.path.join(folder, f"hf-{size}"),
+    """{kind: path} of the three checkpoints of one size, each written (in its own process)
+    unless present: the transformers folder first, the other two made from it."""
+    hf = os.path.join(folder, f"hf-{size}")
+    paths = {"transformers folder": hf,
              "official .pth": os.path.join(folder, f"official-{size}.pth"),
              ".keras": os.path.join(folder, f"{size}.keras")}
-    if not os.path.exists(os.path.join(paths["transformers folder"], "config.json")):
-        print(f"[fixtures] transformers ViT-{size} ...", file=sys.stderr, flush=True)
-        answer = _common.run_worker(os.path.abspath(__file__), "make-hf",
-                                    ["--size", size, "--source", paths["transformers folder"]])
+    jobs = [("transformers folder", "make-hf", ["--size", size, "--source", hf], None),
+            ("official .pth", "make-pth", ["--source", hf], None),
+            (".keras", "make-keras", ["--source", hf], "jax")]
+    for kind, job, args, backend in jobs:
+        target = paths[kind]
+        written = os.path.join(target, "config.json") if os.path.isdir(target) else target
+        if os.path.exists(written):
+            continue
+        print(f"[fixtures] ViT-{size} {kind} ...", file=sys.stderr, flush=True)
+        answer = _common.run_worker(os.path.abspath(__file__), job,
+                                    args + ["--target", target], backend=backend)
         if "error" in answer:
-            raise SystemExit(f"Cannot write the ViT-{size} fixture: {answer['error']}")
-    if not os.path.exists(paths["official .pth"]):
-        print(f"[fixtures] official ViT-{size} .pth ...", file=sys.stderr, flush=True)
-        answer = _common.run_worker(os.path.abspath(__file__), "make-pth",
-                                    ["--source", paths["transformers folder"],
-                                     "--target", paths["official .pth"]])
-        if "error" in answer:
-            raise SystemExit(f"Cannot write the ViT-{size} .pth: {answer['error']}")
-    if not os.path.exists(paths[".keras"]):
-        print(f"[fixtures] ViT-{size} .keras ...", file=sys.stderr, flush=True)
-        answer = _common.run_worker(os.path.abspath(__file__), "make-keras",
-                                    ["--source", paths["transformers folder"],
-                                     "--target", paths[".keras"]], backend="jax")
-        if "error" in answer:
-            raise SystemExit(f"Cannot write the ViT-{size} .keras file: {answer['error']}")
+            raise SystemExit(f"Cannot write the ViT-{size} {kind}: {answer['error']}")
     return paths
 
 
@@ -163,7 +158,7 @@ def main():
                         help="put the table of bench/results/load.json into README.md")
     args = parser.parse_args()
     if args.worker:
-        jobs = {"make-hf": lambda: make_hf(args.size, args.source),
+        jobs = {"make-hf": lambda: make_hf(args.size, args.target),
                 "make-pth": lambda: make_pth(args.source, args.target),
                 "make-keras": lambda: make_keras(args.source, args.target)}
         job = jobs.get(args.worker, lambda: worker(args.worker, args.source))

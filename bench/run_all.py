@@ -11,7 +11,6 @@ an hour on a 2-core CPU (`--quick`: about 15 minutes). Keep the machine otherwis
 """
 
 import argparse
-import json
 import os
 import subprocess
 import sys
@@ -33,11 +32,6 @@ def _run(script, args):
     command = [sys.executable, os.path.join(_common.ROOT, "bench", script)] + args
     print("$ " + " ".join(["python", "bench/" + script] + args), file=sys.stderr, flush=True)
     subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
-
-
-def _load(name):
-    with open(os.path.join(_common.RESULTS, name + ".json"), encoding="utf-8") as f:
-        return json.load(f)
 
 
 def summary(speed_payload, quantize_payload, preprocess_payload, dispatch_payload):
@@ -77,7 +71,8 @@ def main():
         _run("preprocess.py", ["--repeats", "5"] if args.quick else [])
         _run("dispatch.py", ["--repeats", "50"] if args.quick else [])
         _run("load.py", ["--sizes", "B"] if args.quick else [])
-    text = summary(_load("speed"), _load("quantize"), _load("preprocess"), _load("dispatch"))
+    text = summary(*(_common.load(name) for name in ("speed", "quantize", "preprocess",
+                                                       "dispatch")))
     path = os.path.join(_common.RESULTS, "SUMMARY.md")
     with open(path + ".tmp", "w", encoding="utf-8") as f:
         f.write(text)

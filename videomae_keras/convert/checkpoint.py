@@ -6,15 +6,16 @@ sharded safetensors or pytorch_model.bin) and single .safetensors / .bin files. 
 read with `torch.load(weights_only=True)`, so a file that tries to run code is refused;
 safetensors files need no torch at all (unless they hold bfloat16, which numpy lacks).
 
-Both kinds are memory-mapped and read lazily (`convert.tensors`): reading a checkpoint
-costs its header, and each tensor's data is read when loading assigns it.
+Both are read lazily (`convert.tensors`): reading a checkpoint costs its header, and each
+tensor's data is read when loading assigns it (safetensors by a plain read at its offsets,
+a `.pth` through a memory map whose pages are handed back after each tensor).
 """
 
 import dataclasses
 import json
-import math
 import os
 import re
+import zipfile
 
 import numpy as np
 
@@ -186,11 +187,10 @@ def _safetensors_reader(path, key, entry, data_start):
         with open(path, "rb") as f:
             f.seek(data_start + begin)
             array = np.fromfile(f, numpy_dtype, count)
-        if array.size != count or count != math.prod(shape):
+        if array.size != count:
             raise CheckpointError(f"{path} ends inside tensor {key}: the file is truncated; "
                                   "download or copy it again.")
-        return _to_float32(array.reshape(shape).astype(numpy_dtype.newbyteorder("="),
-                                                       copy=False))
+        return _to_float32(array.reshape(shape))
 
     return read
 
@@ -240,13 +240,9 @@ def _read_torch(path):
 def _torch_load(torch, path):
     """(object, memory-mapped?): the file mapped where its format allows (torch.save's zip
     format, the default since torch 1.6), else read whole (the legacy format)."""
+    mapped = zipfile.is_zipfile(path)
     with torch.serialization.safe_globals(_harmless_globals()):
-        try:
-            return torch.load(path, map_location="cpu", weights_only=True, mmap=True), True
-        except RuntimeError as e:
-            if "mmap" not in str(e) or "zipfile" not in str(e):
-                raise
-        return torch.load(path, map_location="cpu", weights_only=True), False
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=mapped), mapped
 
 
 def _harmless_globals():

@@ -26,8 +26,8 @@ def load_keras_model(path):
     `keras.saving.load_model` reads the whole weights member into memory before assigning
     it (twice the weights at the peak). A file of an uncompiled model without assets (what
     `port`, the cache and inference models write) is instead built from its config in safe
-    mode and its weights read tensor by tensor from inside the archive, through Keras' own
-    `load_weights`; anything else (a compiled model with its optimizer state, assets) goes
+    mode and its weights member extracted to a temporary file that Keras' own `load_weights`
+    reads tensor by tensor; anything else (a compiled model with its optimizer state, assets) goes
     through `load_model`.
     """
     import videomae_keras  # noqa: F401  (registers the layers for deserialisation)
