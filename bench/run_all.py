@@ -1,13 +1,15 @@
 #!/usr/bin/env python
 """The whole benchmark suite in one command: model speed and memory (speed.py), int8
 accuracy (quantize.py), pre-processing (preprocess.py), eager torch's per-block dispatch
-cost (dispatch.py) and checkpoint loading (load.py), each side by side with transformers,
-then the tables into bench/results/SUMMARY.md and the README.
+cost (dispatch.py), checkpoint loading (load.py) and `videomae-keras predict` end to end
+(predict_e2e.py), each side by side with transformers, then the tables into
+bench/results/SUMMARY.md and the README.
 
 Usage: python bench/run_all.py [--quick] [--no-readme]
 
 Needs the three backends, torch and transformers (`pip install -e ".[all,test]"`). About
-an hour on a 2-core CPU (`--quick`: about 15 minutes). Keep the machine otherwise idle.
+an hour and a quarter on a 2-core CPU, predict_e2e.py about 17 minutes of it (`--quick`:
+about 20 minutes). Keep the machine otherwise idle.
 """
 
 import argparse
@@ -71,6 +73,7 @@ def main():
         _run("preprocess.py", ["--repeats", "5"] if args.quick else [])
         _run("dispatch.py", ["--repeats", "50"] if args.quick else [])
         _run("load.py", ["--sizes", "B"] if args.quick else [])
+        _run("predict_e2e.py", ["--repeats", "1"] if args.quick else [])
     text = summary(*(_common.load(name) for name in ("speed", "quantize", "preprocess",
                                                        "dispatch")))
     path = os.path.join(_common.RESULTS, "SUMMARY.md")
@@ -80,6 +83,7 @@ def main():
     if not args.no_readme:
         update_readme(text)
         _run("load.py", ["--readme"])  # its own block: loading memory and time
+        _run("predict_e2e.py", ["--readme"])  # and end to end: predict
     print(text)
     print(f"written: bench/results/SUMMARY.md{'' if args.no_readme else ' and README.md'}")
 

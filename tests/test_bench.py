@@ -1,6 +1,7 @@
 """The benchmark scripts' bookkeeping (ratios, tables, README block); the timings themselves
 come from `python bench/run_all.py`, never from tests."""
 
+import json
 import os
 import subprocess
 import sys
@@ -12,6 +13,7 @@ sys.path.insert(0, os.path.join(ROOT, "bench"))
 
 import _common  # noqa: E402
 import dispatch  # noqa: E402
+import predict_e2e  # noqa: E402
 import run_all as bench_all  # noqa: E402
 import speed  # noqa: E402
 
@@ -53,7 +55,7 @@ def test_the_repository_readme_has_the_block():
 
 @pytest.mark.parametrize("script", ["run_all.py", "speed.py", "quantize.py",
                                     "preprocess.py", "dispatch.py", "memory_plan.py",
-                                    "data_loader.py", "load.py"])
+                                    "data_loader.py", "load.py", "predict_e2e.py"])
 def test_scripts_explain_themselves(script):
     done = subprocess.run([sys.executable, os.path.join(ROOT, "bench", script), "--help"],
                           capture_output=True, text=True, timeout=120)
@@ -119,3 +121,48 @@ def test_pt_over_ft_table_shows_the_same_process_ratio_beside_the_cases_one():
                "pt_over_ft": [{"backend": "torch", "batch": 1, "same_process": 0.231,
                                "pt_over_ft": 0.344}]}
     assert "| torch | 1 | 0.231 | 0.344 |" in speed.render(payload)
+
+
+@pytest.mark.parametrize("length", [1, 7, 64, 65, 300, 1001])
+@pytest.mark.parametrize("clips", [1, 2, 5])
+def test_predict_e2e_gives_transformers_the_frames_our_sampler_picks(length, clips):
+    from videomae_keras.video.sampling import DenseSampler
+
+    ours = DenseSampler(16, predict_e2e.SAMPLING_RATE).test(length, clips)
+    assert predict_e2e.dense_test_indices(length, clips, 16).tolist() == ours.tolist()
+
+
+def test_predict_e2e_smoke_run_times_both_sides_on_the_same_work(tmp_path):
+    done = subprocess.run([sys.executable, os.path.join(ROOT, "bench", "predict_e2e.py"),
+                           "--smoke", "--fixtures", str(tmp_path)],
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    line = [x for x in done.stdout.splitlines() if x.startswith("@@RESULT@@")][-1]
+    rows = {row["backend"]: row for row in json.loads(line[len("@@RESULT@@"):])["rows"]}
+    assert set(rows) == {"transformers", "torch"}
+    theirs, ours = rows["transformers"], rows["torch"]
+    assert "error" not in theirs and "error" not in ours, (theirs, ours)
+    assert theirs["ratio"] == 1 and ours["ratio"] == ours["seconds"] / theirs["seconds"]
+    for row in (theirs, ours):  # the work after imports lies inside the whole process
+        assert 0 <= row["load_seconds"] <= row["work_seconds"] < row["seconds"]
+    assert theirs["frames_decoded"] == 8  # 30 frames at stride 4
+    assert ours["top5_agrees"] and ours["max_prob_diff"] < 0.01
+    assert "| torch |" in done.stdout
+
+
+def test_predict_e2e_table_says_what_ran_and_shows_the_ratios():
+    runs = {"transformers": [{"seconds": 40.0, "work_seconds": 30.0, "load_seconds": 2.0,
+                              "probabilities": [0.1, 0.2, 0.3, 0.15, 0.05, 0.2]}],
+            "jax": [{"seconds": 50.0, "work_seconds": 24.0, "load_seconds": 1.5,
+                     "probabilities": [0.1, 0.2, 0.3, 0.15, 0.06, 0.19]},
+                    {"error": "exit 2: boom"}]}
+    rows = predict_e2e.summarize(runs, "clip", (5, 3))
+    theirs, ours = rows
+    assert (ours["ratio"], ours["work_ratio"], ours["runs"]) == (1.25, 0.8, 1)
+    assert ours["top5_agrees"] and abs(ours["max_prob_diff"] - 0.01) < 1e-9
+    assert ours["error"] == "exit 2: boom" and "top5_agrees" not in theirs
+    setting = {"clip": "10 s 1280x720 at 30 fps (mp4v)", "views": "5x3", "repeats": 3,
+               "model": "ViT-B/16, 400 classes"}
+    text = predict_e2e.render({"setting": setting, "rows": rows})
+    assert "5x3 views" in text and "median of 3 run(s)" in text
+    assert "| jax | 50 | 1.25 | 24 | 0.8 | 1.5 |" in text

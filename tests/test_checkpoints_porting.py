@@ -43,6 +43,19 @@ def _leftovers(folder):
     return sorted(name for name in os.listdir(folder) if name.startswith("."))
 
 
+def test_official_classifier_ported_and_verified_on_this_backend(official_classifier, tmp_path):
+    """The Keras model on each backend against the PyTorch reference, and its own files
+    reloaded; the exports (a TensorFlow child whatever the backend) are tested once below."""
+    result = porting.port(official_classifier, str(tmp_path), formats=["keras", "h5"],
+                          verify=True, progress=False, **CLIP)
+    assert sorted(os.listdir(tmp_path)) == ["vit_s_ft.keras", "vit_s_ft.weights.h5"]
+    assert len(result.differences) == 3
+    for what, diff in result.differences.items():
+        assert diff <= 1e-5, (what, diff)
+    assert result.differences[".keras reloaded"] == 0.0
+
+
+@pytest.mark.backend_independent  # the exports run in a TensorFlow child on any backend
 def test_official_classifier_to_every_format(official_classifier, tmp_path, record_parity):
     out = str(tmp_path / "out")
     result = porting.port(
@@ -73,6 +86,15 @@ def test_official_classifier_to_every_format(official_classifier, tmp_path, reco
     assert "22." not in summary and "Parameters" in summary and "SavedModel" in summary
 
 
+def test_transformers_pretrainer_ported_and_verified_on_this_backend(hf_pretrainer, tmp_path):
+    result = porting.port(hf_pretrainer, str(tmp_path), formats=["keras"], verify=True,
+                          progress=False, mask_ratio=0.5)
+    assert result.reference == "transformers VideoMAEForPreTraining.from_pretrained"
+    assert len(result.differences) == 2
+    assert max(result.differences.values()) <= 1e-5
+
+
+@pytest.mark.backend_independent  # the exports run in a TensorFlow child on any backend
 def test_transformers_pretrainer_with_masks(hf_pretrainer, tmp_path):
     result = porting.port(
         hf_pretrainer, str(tmp_path), formats=["keras", "savedmodel", "onnx"], verify=True,

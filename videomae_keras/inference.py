@@ -213,9 +213,11 @@ def _check_classifier(model):
     from videomae_keras.models import VideoMAEClassifier
 
     if isinstance(model, VideoMAEClassifier):
-        if model.get_config()["num_classes"] <= 0:
+        # arguments(), not get_config(): serialising the backbone imports TensorFlow (seconds)
+        num_classes = model.arguments()["num_classes"]
+        if num_classes <= 0:
             raise ValueError("This classifier has no head (num_classes=0); use extract_features.")
-        return model.get_config()["num_classes"]
+        return num_classes
     output = model.outputs[0].shape if getattr(model, "outputs", None) else None
     if len(model.inputs) != 1 or output is None or len(output) != 2:
         raise ValueError(
@@ -338,7 +340,7 @@ def feature_model(model):
     tokens = encoder(video)
     if isinstance(model, VideoMAEClassifier):
         pooled = model.get_layer("pool")(tokens)
-        if model.get_config()["use_mean_pooling"]:
+        if model.arguments()["use_mean_pooling"]:
             pooled = model.get_layer("fc_norm")(pooled)
     else:
         pooled = TokenPooling("mean", name="pool")(tokens)
