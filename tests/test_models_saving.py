@@ -57,3 +57,44 @@ def test_read_only_folder_still_loads(tmp_path, monkeypatch):
     monkeypatch.setattr(saving.tempfile, "TemporaryDirectory", refuse_beside)
     for a, b in zip(_weights(saving.load_keras_model(path)), _weights(model)):
         np.testing.assert_array_equal(a, b)
+
+
+def _quantized(model):
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*does not have a `quantize` method")
+        model.quantize("int8")
+    return model
+
+
+def test_int8_models_save_and_reload(tmp_path):
+    """A quantized classifier, pretrainer and backbone reload (the config says int8, so the
+    int8 variables are rebuilt before the weights fill them), through both loaders, with
+    the same outputs as before saving."""
+    rng = np.random.default_rng(3)
+    arch = {k: v for k, v in ARGS.items() if k != "num_classes"}
+    classifier = vk.VideoMAEClassifier.from_arguments(**ARGS)
+    models = {"classifier": classifier, "backbone": vk.VideoMAEBackbone(**arch),
+              "pretrainer": vk.VideoMAEPretrainer.from_arguments(**arch, decoder_depth=1)}
+    for name, model in models.items():
+        video = rng.standard_normal((2, *model.video_shape)).astype("float32")
+        inputs = video
+        if name == "pretrainer":
+            mask = np.zeros((2, model.num_tokens), bool)
+            mask[:, : model.num_masked] = True
+            inputs = [video, mask]
+        float_out = keras.ops.convert_to_numpy(model(inputs))
+        expected = keras.ops.convert_to_numpy(_quantized(model)(inputs))
+        assert not np.array_equal(expected, float_out)  # the int8 path ran
+        assert model.get_config()["quantization"] == "int8"
+        path = str(tmp_path / f"{name}.keras")
+        model.save(path)
+        for loaded in (saving.load_keras_model(path), keras.saving.load_model(path)):
+            assert loaded.get_config()["quantization"] == "int8"
+            assert {w.dtype for w in loaded.weights} >= {"int8"}
+            np.testing.assert_array_equal(keras.ops.convert_to_numpy(loaded(inputs)), expected)
+
+
+def test_float_configs_have_no_quantization_key():
+    assert "quantization" not in vk.VideoMAEClassifier.from_arguments(**ARGS).get_config()

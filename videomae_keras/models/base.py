@@ -64,6 +64,30 @@ def check_arguments(config):
     return config
 
 
+def quantization_mode(model):
+    """The mode ("int8", ...) `model.quantize` gave this model's layers, or None. A task's
+    backbone reports its own, so each config says what its part needs rebuilt."""
+    modes = {getattr(layer.dtype_policy, "quantization_mode", None)
+             for layer in model._flatten_layers(include_self=False)}
+    modes.discard(None)
+    if len(modes) > 1:
+        raise ValueError(f"{model.name} mixes quantization modes {sorted(modes)}; a VideoMAE "
+                         "model saves one mode (quantize it once, with one mode).")
+    return modes.pop() if modes else None
+
+
+def quantize_remaining(model, mode):
+    """`model.quantize(mode)` for the layers not quantized yet (a task's backbone comes
+    quantized from its own config), so a quantized model's file rebuilds the int8
+    variables its weights fill."""
+    import warnings
+
+    with warnings.catch_warnings():  # layers with nothing to quantize say so, each
+        warnings.filterwarnings("ignore", message=".*does not have a `quantize` method")
+        model.quantize(mode, filters=lambda layer: getattr(
+            layer.dtype_policy, "quantization_mode", None) is None)
+
+
 def video_shape(config):
     """The (T, H, W, C) clip shape of a backbone config."""
     height, width = as_pair(config["image_size"])
@@ -178,16 +202,23 @@ class VideoMAEModelBase(keras.Model):
         config.update(self._videomae_config)
         if not config.get("remat"):
             config.pop("remat", None)  # a training setting: files stay as they were without it
+        mode = quantization_mode(self)
+        if mode:
+            config["quantization"] = mode  # the model's own Dense layers were quantized
         return config
 
     @classmethod
     def from_config(cls, config, custom_objects=None):
         config = dict(config)
+        mode = config.pop("quantization", None)
         if isinstance(config.get("dtype"), dict):
             config["dtype"] = keras.dtype_policies.deserialize(config["dtype"])
         if isinstance(config.get("image_size"), list):
             config["image_size"] = tuple(config["image_size"])
-        return cls(**config)
+        model = cls(**config)
+        if mode:
+            quantize_remaining(model, mode)
+        return model
 
     @classmethod
     def from_arguments(cls, **arguments):
