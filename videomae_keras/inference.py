@@ -169,9 +169,17 @@ def optimize_for_inference(model, jit_compile="auto", int8=False):
     `jit_compile`: True compiles the call (XLA on jax and tensorflow, torch.compile on
     torch), False runs eagerly, "auto" compiles except on torch (where compiling takes longer
     than a handful of clips save). `int8=True` quantizes the Dense weights to int8 (Keras
-    `quantize("int8")`); `python bench/quantize.py` measures what it costs in accuracy.
+    `quantize("int8")`; on torch on the CPU the int8 layers run PyTorch's dynamic quantized
+    linear, about 1.5x float32 for ViT-B); where int8 is no faster than float32 (jax and
+    tensorflow on the CPU) it warns in one line and says which path is. `python
+    bench/quantize.py` measures what int8 costs in accuracy.
     """
     if int8:
+        from videomae_keras import kernels
+
+        note = kernels.slow_int8_note()
+        if note:
+            warnings.warn(note, stacklevel=2)
         with warnings.catch_warnings():  # layers without weights to quantize say so, each
             warnings.filterwarnings("ignore", message=".*does not have a `quantize` method")
             model.quantize("int8")

@@ -1,0 +1,83 @@
+"""Fast kernels that `keras.ops` does not reach, one function per job, each answering None
+where it has nothing faster so the caller keeps Keras' own path. The only module with
+backend branches: layers call these, never a backend directly.
+
+`int8_linear`: on torch on the CPU, Keras' int8 matmul falls back to a plain integer
+matmul with no fast kernel (about 7x slower than float32 for ViT-B); PyTorch's dynamic
+quantized linear (fbgemm / oneDNN) takes the same int8 weights and scales instead.
+"""
+
+import weakref
+
+import keras
+
+_PACKED = weakref.WeakKeyDictionary()  # Dense layer -> (weights' versions, packed weights)
+
+
+def int8_linear(layer, inputs):
+    """`inputs @ kernel + bias` of an int8-quantized Dense `layer` through the backend's
+    fast int8 kernel, or None where there is none (then Keras' own int8 call runs)."""
+    if keras.backend.backend() != "torch":
+        return None
+    import torch
+
+    if (not isinstance(inputs, torch.Tensor) or inputs.device.type != "cpu"
+            or inputs.dtype != torch.float32
+            or (torch.is_grad_enabled() and inputs.requires_grad)
+            or "fbgemm" not in torch.backends.quantized.supported_engines):
+        return None
+    packed = _packed_weights(layer, torch)
+    return torch.ops.quantized.linear_dynamic(inputs, packed, True)
+
+
+def _packed_weights(layer, torch):
+    """The layer's int8 kernel (in, out) and its per-output scales as PyTorch's packed
+    per-channel weights, packed once and again only after the variables change (loading
+    weights into a quantized model assigns them in place, which bumps their versions)."""
+    tensors = [layer._kernel.value, layer.kernel_scale.value]
+    if layer.bias is not None:
+        tensors.append(layer.bias.value)
+    key = tuple((t.data_ptr(), t._version) for t in tensors)
+    cached = _PACKED.get(layer)
+    if cached is not None and cached[0] == key:
+        return cached[1]
+    kernel, scale = tensors[0].detach(), tensors[1].detach()
+    # Keras: float = int8 / scale per output column; PyTorch: float = int8 * scale per row
+    weight = torch._make_per_channel_quantized_tensor(
+        kernel.t().contiguous(), (1.0 / scale).double(),
+        torch.zeros_like(scale, dtype=torch.long), 0)
+    bias = tensors[2].detach().float() if layer.bias is not None else None
+    packed = torch.ops.quantized.linear_prepack(weight, bias)
+    _PACKED[layer] = (key, packed)
+    return packed
+
+
+def slow_int8_note():
+    """One line saying that int8 will not run faster than float32 on this backend and
+    device, and which path does; None where int8 has a fast kernel (torch on the CPU) or
+    the device is an accelerator (not measured here)."""
+    backend = keras.backend.backend()
+    if backend == "torch":
+        import torch
+
+        if "fbgemm" in torch.backends.quantized.supported_engines:
+            return None
+        return ("int8 on torch without fbgemm has no fast CPU kernel and runs slower than "
+                "float32; use a PyTorch build with fbgemm (x86).")
+    if not _on_cpu(backend):
+        return None
+    return (f"int8 on {backend} on the CPU runs no faster than float32 (XLA's int8 matmul: "
+            "about 1.0x on jax, 0.96x on tensorflow for ViT-B); for int8 speed use the torch "
+            "backend (KERAS_BACKEND=torch: about 1.5x float32).")
+
+
+def _on_cpu(backend):
+    if backend == "jax":
+        import jax
+
+        return jax.default_backend() == "cpu"
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        return not tf.config.list_logical_devices("GPU")
+    return True
