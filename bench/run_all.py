@@ -9,7 +9,8 @@ Usage: python bench/run_all.py [--quick] [--no-readme]
 
 Needs the three backends, torch and transformers (`pip install -e ".[all,test]"`). About
 an hour and a quarter on a 2-core CPU, predict_e2e.py about 17 minutes of it (`--quick`:
-about 20 minutes). Keep the machine otherwise idle.
+about 20 minutes). Keep the machine otherwise idle. bench/gpu.py (bfloat16 on one GPU
+against transformers) is not run here: it needs a GPU and writes its own README table.
 """
 
 import argparse
