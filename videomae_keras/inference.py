@@ -180,9 +180,9 @@ def optimize_for_inference(model, jit_compile="auto", int8=False):
         note = kernels.slow_int8_note()
         if note:
             warnings.warn(note, stacklevel=2)
-        with warnings.catch_warnings():  # layers without weights to quantize say so, each
-            warnings.filterwarnings("ignore", message=".*does not have a `quantize` method")
-            model.quantize("int8")
+        from videomae_keras.models.base import quantize_remaining
+
+        quantize_remaining(model, "int8")
     if jit_compile == "auto":
         jit_compile = keras.backend.backend() != "torch"
     model.compile(jit_compile=bool(jit_compile))

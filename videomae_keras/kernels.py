@@ -7,6 +7,7 @@ matmul with no fast kernel (about 7x slower than float32 for ViT-B); PyTorch's d
 quantized linear (fbgemm / oneDNN) takes the same int8 weights and scales instead.
 """
 
+import functools
 import weakref
 
 import keras
@@ -17,17 +18,27 @@ _PACKED = weakref.WeakKeyDictionary()  # Dense layer -> (weights' versions, pack
 def int8_linear(layer, inputs):
     """`inputs @ kernel + bias` of an int8-quantized Dense `layer` through the backend's
     fast int8 kernel, or None where there is none (then Keras' own int8 call runs)."""
-    if keras.backend.backend() != "torch":
+    if not _torch_has_fast_int8():
         return None
     import torch
 
     if (not isinstance(inputs, torch.Tensor) or inputs.device.type != "cpu"
             or inputs.dtype != torch.float32
-            or (torch.is_grad_enabled() and inputs.requires_grad)
-            or "fbgemm" not in torch.backends.quantized.supported_engines):
+            or (torch.is_grad_enabled() and inputs.requires_grad)):
         return None
     packed = _packed_weights(layer, torch)
     return torch.ops.quantized.linear_dynamic(inputs, packed, True)
+
+
+@functools.cache
+def _torch_has_fast_int8():
+    """Whether this is the torch backend with fbgemm's int8 kernels (x86 builds): asked once,
+    since every int8 layer of every call asks."""
+    if keras.backend.backend() != "torch":
+        return False
+    import torch
+
+    return "fbgemm" in torch.backends.quantized.supported_engines
 
 
 def _packed_weights(layer, torch):
@@ -58,9 +69,7 @@ def slow_int8_note():
     the device is an accelerator (not measured here)."""
     backend = keras.backend.backend()
     if backend == "torch":
-        import torch
-
-        if "fbgemm" in torch.backends.quantized.supported_engines:
+        if _torch_has_fast_int8():
             return None
         return ("int8 on torch without fbgemm has no fast CPU kernel and runs slower than "
                 "float32; use a PyTorch build with fbgemm (x86).")

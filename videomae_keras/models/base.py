@@ -2,6 +2,7 @@
 task contract (a task model wraps a `VideoMAEBackbone` and serialises it in its config)."""
 
 import inspect
+import warnings
 
 import keras
 
@@ -64,11 +65,15 @@ def check_arguments(config):
     return config
 
 
+def _layer_mode(layer):
+    """The quantization mode of one layer ("int8", ...), None for a float layer."""
+    return getattr(layer.dtype_policy, "quantization_mode", None)
+
+
 def quantization_mode(model):
     """The mode ("int8", ...) `model.quantize` gave this model's layers, or None. A task's
     backbone reports its own, so each config says what its part needs rebuilt."""
-    modes = {getattr(layer.dtype_policy, "quantization_mode", None)
-             for layer in model._flatten_layers(include_self=False)}
+    modes = {_layer_mode(layer) for layer in model._flatten_layers(include_self=False)}
     modes.discard(None)
     if len(modes) > 1:
         raise ValueError(f"{model.name} mixes quantization modes {sorted(modes)}; a VideoMAE "
@@ -77,15 +82,12 @@ def quantization_mode(model):
 
 
 def quantize_remaining(model, mode):
-    """`model.quantize(mode)` for the layers not quantized yet (a task's backbone comes
-    quantized from its own config), so a quantized model's file rebuilds the int8
-    variables its weights fill."""
-    import warnings
-
-    with warnings.catch_warnings():  # layers with nothing to quantize say so, each
+    """`model.quantize(mode)` for the layers not quantized yet: a task's backbone comes
+    quantized from its own config, and a reloaded int8 model is already int8 (Keras refuses
+    to quantize a layer twice). Layers with nothing to quantize stay quiet."""
+    with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*does not have a `quantize` method")
-        model.quantize(mode, filters=lambda layer: getattr(
-            layer.dtype_policy, "quantization_mode", None) is None)
+        model.quantize(mode, filters=lambda layer: _layer_mode(layer) is None)
 
 
 def video_shape(config):
