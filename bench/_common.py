@@ -116,10 +116,10 @@ def _cell(value):
     return str(value)
 
 
-def save(name, payload):
-    """Writes bench/results/<name>.json atomically; returns its path."""
-    os.makedirs(RESULTS, exist_ok=True)
-    path = os.path.join(RESULTS, name + ".json")
+def save(name, payload, path=None):
+    """Writes bench/results/<name>.json (or `path`) atomically; returns its path."""
+    path = path or os.path.join(RESULTS, name + ".json")
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     temp = path + ".tmp"
     with open(temp, "w", encoding="utf-8") as f:
         json.dump(payload, f, indent=2)
@@ -137,15 +137,16 @@ def load(name):
         return json.load(f)
 
 
-def add_ratios(rows, key="seconds", reference="transformers", reference_case=None):
-    """Adds `ratio` = seconds / the reference variant's seconds for the same case, or for
-    `reference_case[case]` where a case has no reference row of its own."""
+def add_ratios(rows, key="seconds", reference="transformers", reference_case=None,
+               name="ratio"):
+    """Adds `name` (`ratio`) = `key` / the reference variant's `key` for the same case, or
+    for `reference_case[case]` where a case has no reference row of its own."""
     base = {row["case"]: row[key] for row in rows
             if row.get("backend") == reference and row.get(key)}
     for row in rows:
         ref = base.get((reference_case or {}).get(row["case"], row["case"]))
         if ref and row.get(key):
-            row["ratio"] = row[key] / ref
+            row[name] = row[key] / ref
     return rows
 
 

@@ -40,6 +40,7 @@ folder, never bench/results/gpu.json) and leaves the README alone.
 """
 
 import argparse
+import contextlib
 import importlib.util
 import json
 import os
@@ -505,12 +506,13 @@ def run_child(variant, args, timeout, on_answer):
         except subprocess.TimeoutExpired:
             pass
         finally:  # also on Ctrl-C: the group (torch.compile's workers too) goes with it
+            reason = None
             if child.poll() is None:
-                os.killpg(child.pid, signal.SIGKILL)
-                child.wait()
                 reason = f"stopped at the end of its {timeout:.0f} s share of the budget"
-            else:
-                reason = None
+            # always: workers that outlive a finished child would hold its stdout open
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(child.pid, signal.SIGKILL)
+            child.wait()
         reader.join(timeout=10)
         if reason is None and child.returncode != 0:
             stderr.seek(0)
@@ -566,18 +568,6 @@ def run(variants, cases, args):
             row["ms"] = row["seconds"] * 1e3
             row["clips_per_s"] = parse_case(row["case"])[2] / row["seconds"]
     return _common.add_ratios(rows)
-
-
-def write_json(payload, path):
-    """Writes the payload to `path` atomically (bench/results/gpu.json through _common)."""
-    if path is None:
-        return _common.save("gpu", payload)
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    with open(path + ".tmp", "w", encoding="utf-8") as f:
-        json.dump(payload, f, indent=2)
-        f.write("\n")
-    os.replace(path + ".tmp", path)
-    return path
 
 
 def flash_cell(row):
@@ -667,15 +657,19 @@ def main():
                "command": " ".join(["python bench/gpu.py"] + sys.argv[1:])}
     out = args.out or (os.path.join(tempfile.gettempdir(), "videomae-keras-gpu-smoke.json")
                        if args.smoke else None)
-    path = write_json(payload, out)
+    path = _common.save("gpu", payload, out)
     print(render(payload))
     print(f"written: {path}")
     if not (args.smoke or args.no_readme):
-        if any(row.get("status") == "ok" and row["backend"] != "transformers" for row in rows):
+        full = args.out is None and args.cases is None and args.variants is None
+        ran = {row["backend"] == "transformers" for row in rows if row.get("status") == "ok"}
+        if full and ran == {True, False}:
             update_readme(payload)
             print("and the README's GPU table")
         else:
-            print("README.md left alone: none of our rows ran", file=sys.stderr)
+            print("README.md left alone: the table needs a full run (all cases and variants, "
+                  "bench/results/gpu.json) with transformers and ours; --readme rewrites it "
+                  "from that JSON", file=sys.stderr)
 
 
 if __name__ == "__main__":

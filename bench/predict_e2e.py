@@ -10,8 +10,9 @@ at the end): a 10 s 1280x720 clip at 30 fps with moving content (OpenCV, mp4v), 
 ViT-B/16 classifier (400 classes, seeded random weights) saved as a transformers folder.
 
 Ours: the command `videomae-keras predict CLIP --weights FOLDER --views 5x3 --json` as a
-subprocess, once per Keras backend (KERAS_BACKEND), with its defaults otherwise (decoder
-auto, batch 4, XLA on jax and tensorflow, eager torch). `--top-k` is the number of classes,
+subprocess, once per Keras backend (KERAS_BACKEND), with `--decoder` the one the
+transformers side decodes with (what `auto` tries first) and its defaults otherwise (batch
+4, XLA on jax and tensorflow, eager torch). `--top-k` is the number of classes,
 so that the whole averaged probability vector comes back for the agreement check.
 
 transformers: a child process of this script that loads the same folder with
@@ -267,14 +268,15 @@ def _command():
     return [script] if os.path.exists(script) else [sys.executable, "-m", "videomae_keras_cli"]
 
 
-def run_ours(backend, video, weights, views, num_labels):
-    """`videomae-keras predict` once under KERAS_BACKEND=backend: whole wall seconds, its
-    loading and predicting stage times (from its progress lines) and the probabilities."""
+def run_ours(backend, video, weights, views, num_labels, decoder):
+    """`videomae-keras predict` once under KERAS_BACKEND=backend, with the decoder the
+    transformers side uses: whole wall seconds, its loading and predicting stage times
+    (from its progress lines) and the probabilities."""
     env = dict(os.environ, KERAS_BACKEND=backend)
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     command = _command() + ["predict", video, "--weights", weights,
                             "--views", "{}x{}".format(*views), "--top-k", str(num_labels),
-                            "--json"]
+                            "--decoder", decoder, "--json"]
     start = time.perf_counter()
     try:
         done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=3600)
@@ -312,7 +314,7 @@ def measure(variants, video, weights, views, repeats, num_labels):
             if variant == "transformers":
                 answer = run_transformers(video, weights, views, decoder)
             else:
-                answer = run_ours(variant, video, weights, views, num_labels)
+                answer = run_ours(variant, video, weights, views, num_labels, decoder)
             runs[variant].append(answer)
     return runs
 
@@ -346,11 +348,7 @@ def summarize(runs, case, views):
             row["error"] = next(a["error"] for a in answers if "error" in a)
         rows.append(row)
     _common.add_ratios(rows)
-    base = next((r.get("work_seconds") for r in rows if r["backend"] == "transformers"), None)
-    for row in rows:
-        if base and row.get("work_seconds"):
-            row["work_ratio"] = row["work_seconds"] / base
-    return rows
+    return _common.add_ratios(rows, key="work_seconds", name="work_ratio")
 
 
 # ---------------------------------------------------------------- output
