@@ -76,8 +76,8 @@ def slow_int8_note():
     if not _on_cpu(backend):
         return None
     return (f"int8 on {backend} on the CPU runs no faster than float32 (XLA's int8 matmul: "
-            "about 1.0x on jax, 0.96x on tensorflow for ViT-B); for int8 speed use the torch "
-            "backend (KERAS_BACKEND=torch: about 1.5x float32).")
+            "about 1.0x the float32 time for ViT-B); for int8 speed use the torch backend "
+            "(KERAS_BACKEND=torch: about 1.3-1.5x faster than float32).")
 
 
 def _on_cpu(backend):
