@@ -79,6 +79,10 @@ BACKEND = {"transformers": "torch", "jax": "jax", "tensorflow": "tensorflow",
 NEEDS = {"transformers": ("torch", "transformers"), "jax": ("keras", "jax"),
          "tensorflow": ("keras", "tensorflow"), "torch-compile": ("keras", "torch"),
          "torch": ("keras", "torch")}
+# Fused attention kernels of the flash kind (tiled, the score matrix never in memory):
+# FlashAttention, and cuDNN's fused attention, which jax's "cudnn" and torch's
+# CUDNN_ATTENTION (what torch picks for bfloat16 on Hopper) both run.
+FLASH_KERNELS = {"flash", "cudnn"}
 MARK = "@@RESULT@@"  # what _common.emit puts before a worker's JSON line
 BEGIN, END = "<!-- gpu:begin -->", "<!-- gpu:end -->"
 NO_FIGURE = ("No GPU figure exists yet: `bench/gpu.py` has not been run on a GPU. The "
@@ -208,7 +212,7 @@ def sdpa_kernel(shapes, device, training):
             names.add(choice.replace("_ATTENTION", "").lower())
     except Exception as error:  # a private helper: its absence must not lose the timing
         return f"unknown ({one_line(error)})", False
-    return "+".join(sorted(names)), names == {"flash"}
+    return "+".join(sorted(names)), bool(names) and names <= FLASH_KERNELS
 
 
 def check_device(variant, smoke):
@@ -574,7 +578,12 @@ def flash_cell(row):
     """'yes (cudnn)', 'no (xla)', ... for the table; empty where the case did not run."""
     if "attention" not in row:
         return None
-    return f"{'yes' if row.get('flash') else 'no'} ({row['attention']})"
+    return f"{'yes' if is_flash(row['attention']) else 'no'} ({row['attention']})"
+
+
+def is_flash(attention):
+    """Whether an attention name ("cudnn", "flash+efficient", ...) is all flash-kind kernels."""
+    return set(attention.split("+")) <= FLASH_KERNELS
 
 
 def render(payload):

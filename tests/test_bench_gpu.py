@@ -102,6 +102,13 @@ def test_without_a_gpu_it_says_so_in_one_line():
     assert done.stderr.strip().startswith("No GPU found") and "\n" not in done.stderr.strip()
 
 
+def test_cudnn_attention_counts_as_flash_on_every_backend():
+    # torch's SDPA picks cuDNN's fused attention for bfloat16 on Hopper, jax asks for it
+    assert gpu.is_flash("cudnn") and gpu.is_flash("flash") and gpu.is_flash("cudnn+flash")
+    assert not gpu.is_flash("efficient") and not gpu.is_flash("cudnn+math")
+    assert gpu.flash_cell({"attention": "cudnn", "flash": False}) == "yes (cudnn)"
+
+
 def test_the_table_and_the_readme_block(tmp_path, monkeypatch):
     payload = {"machine": {"gpu": "NVIDIA H200", "jax": "0.1", "torch": "2.0"}, "smoke": False,
                "frames": 16, "image_size": 224, "mask_ratio": 0.9, "repeats": 10, "warmup": 2,

@@ -300,6 +300,46 @@ def test_torch_compile_predict_matches_eager():
     np.testing.assert_allclose(out[1], eager[1], atol=1e-5)
 
 
+def _layer_paths(model):
+    return {id(layer): layer._parent_path for layer in model._flatten_layers(include_self=False)
+            if not isinstance(layer, keras.layers.InputLayer)}
+
+
+def test_building_gives_every_layer_the_path_its_first_call_records():
+    """torch.compile guards on the name-scope path Keras records at a layer's first call: a
+    layer left without one by building changed under the first compiled call, and the
+    second call compiled the whole step again."""
+    for model, inputs in [
+        (vk.VideoMAEClassifier.from_arguments(num_classes=3, drop_path_rate=0.1,
+                                               dropout_rate=0.1, **TINY), _video()),
+        (vk.VideoMAEPretrainer.from_arguments(mask_ratio=0.5, drop_path_rate=0.1, **TINY,
+                                               **TINY_DECODER), [_video(), _masks(2)]),
+    ]:
+        built = _layer_paths(model)
+        assert None not in built.values()
+        model(inputs, training=True)
+        assert _layer_paths(model) == built
+
+
+@pytest.mark.skipif(BACKEND != "torch", reason="torch.compile")
+def test_torch_compile_compiles_a_step_once():
+    from torch._dynamo.utils import counters
+
+    model = vk.VideoMAEClassifier.from_arguments(num_classes=3, **dict(TINY, depth=1))
+    model.compile(jit_compile=True)
+    video = _video()
+    model.predict_on_batch(video)
+    graphs = counters["stats"]["unique_graphs"]
+    model.predict_on_batch(video)
+    assert counters["stats"]["unique_graphs"] == graphs
+    # The train step's zero_grad() is guarded on `grad is None`: gradients before the first
+    # step keep it from compiling twice (compiling the step takes a minute on a CPU).
+    model.compile(optimizer="adamw", loss=keras.losses.SparseCategoricalCrossentropy(True),
+                  jit_compile=True)
+    model.make_train_function()
+    assert all(v.value.grad is not None for v in model.trainable_variables)
+
+
 def test_wrong_mask_count_under_jit_poisons_only_that_sample():
     model = vk.VideoMAEPretrainer.from_arguments(mask_ratio=0.5, **dict(TINY, depth=1), **TINY_DECODER)
     video, masks = _video(), _masks(2)

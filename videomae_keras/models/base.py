@@ -108,6 +108,27 @@ def arguments_of(cls):
             if name != "self" and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)]
 
 
+def settle_layer_paths(model):
+    """Gives each sub-layer that building the graph did not call the name-scope path that
+    its first call would record, so that the first call changes nothing.
+
+    Keras records a layer's `_parent_path` when the layer is first called; our layers build
+    their sub-layers without calling them (dropout, the position table), and torch.compile
+    guards on that attribute: the first compiled call set it, the second failed the guard
+    and compiled the whole step again (ViT-B inference on an H200: 43 s, twice; the train
+    step twice as long). The path is the one Keras gives: the owner's path, then its name.
+    """
+    def visit(layer, path):
+        for child in layer._layers:
+            if isinstance(child, keras.layers.InputLayer):
+                continue
+            if child._parent_path is None:
+                child._parent_path = path
+            visit(child, "/".join(p for p in (child._parent_path, child.name) if p))
+
+    visit(model, "")
+
+
 class VideoMAEModelBase(keras.Model):
     """Base of the VideoMAE models: a functional graph built in `__init__` from plain arguments.
 
@@ -121,6 +142,15 @@ class VideoMAEModelBase(keras.Model):
         self._videomae_dtype = dtype
         # Our own checks in `call` give clearer messages than Keras' InputSpec.
         self.input_spec = None
+        settle_layer_paths(self)
+
+    def make_train_function(self, force=False):
+        """Keras' train function, after `kernels.prepare_compiled_training` (on torch with
+        jit_compile, gradients before the first step, so the step compiles once)."""
+        from videomae_keras import kernels
+
+        kernels.prepare_compiled_training(self)
+        return super().make_train_function(force)
 
     @property
     def architecture(self):
