@@ -1,16 +1,18 @@
 #!/usr/bin/env python
 """The whole benchmark suite in one command: model speed and memory (speed.py), int8
 accuracy (quantize.py), pre-processing (preprocess.py), eager torch's per-block dispatch
-cost (dispatch.py), checkpoint loading (load.py) and `videomae-keras predict` end to end
-(predict_e2e.py), each side by side with transformers, then the tables into
+cost (dispatch.py), checkpoint loading (load.py), `videomae-keras predict` end to end
+(predict_e2e.py) and ONNX Runtime float32 and int8 (onnx_runtime.py), each side by side
+with transformers, then the tables into
 bench/results/SUMMARY.md and the README.
 
 Usage: python bench/run_all.py [--quick] [--no-readme]
 
 Needs the three backends, torch and transformers (`pip install -e ".[all,test]"`). About
-an hour and a quarter on a 2-core CPU, predict_e2e.py about 17 minutes of it (`--quick`:
-about 20 minutes). Keep the machine otherwise idle. bench/gpu.py (bfloat16 on one GPU
-against transformers) is not run here: it needs a GPU and writes its own README table.
+an hour and a half on a 2-core CPU, predict_e2e.py about 17 minutes of it and
+onnx_runtime.py 10 (`--quick`: about 25 minutes). Keep the machine otherwise idle.
+bench/gpu.py (bfloat16 on one GPU against transformers) is not run here: it needs a GPU and
+writes its own README table.
 """
 
 import argparse
@@ -75,6 +77,8 @@ def main():
         _run("dispatch.py", ["--repeats", "50"] if args.quick else [])
         _run("load.py", ["--sizes", "B"] if args.quick else [])
         _run("predict_e2e.py", ["--repeats", "1"] if args.quick else [])
+        _run("onnx_runtime.py", ["--no-readme"] + (["--batches", "1", "--repeats", "3",
+                                                    "--clips", "64"] if args.quick else []))
     text = summary(*(_common.load(name) for name in ("speed", "quantize", "preprocess",
                                                        "dispatch")))
     path = os.path.join(_common.RESULTS, "SUMMARY.md")
@@ -85,6 +89,7 @@ def main():
         update_readme(text)
         _run("load.py", ["--readme"])  # its own block: loading memory and time
         _run("predict_e2e.py", ["--readme"])  # and end to end: predict
+        _run("onnx_runtime.py", ["--readme"])  # and ONNX Runtime
     print(text)
     print(f"written: bench/results/SUMMARY.md{'' if args.no_readme else ' and README.md'}")
 

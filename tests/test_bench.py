@@ -13,6 +13,7 @@ sys.path.insert(0, os.path.join(ROOT, "bench"))
 
 import _common  # noqa: E402
 import dispatch  # noqa: E402
+import onnx_runtime  # noqa: E402
 import predict_e2e  # noqa: E402
 import run_all as bench_all  # noqa: E402
 import speed  # noqa: E402
@@ -51,11 +52,37 @@ def test_the_repository_readme_has_the_block():
     with open(os.path.join(ROOT, "README.md"), encoding="utf-8") as f:
         text = f.read()
     assert bench_all.BEGIN in text and bench_all.END in text
+    assert onnx_runtime.BEGIN in text and onnx_runtime.END in text
+
+
+def test_rotating_timing_changes_who_goes_first():
+    calls = []
+    functions = {name: (lambda name=name: calls.append(name)) for name in "abc"}
+    medians = onnx_runtime.rotating_seconds(functions, repeats=3, warmup=0)
+    assert set(medians) == set("abc") and all(m >= 0 for m in medians.values())
+    assert calls == list("abc" "bca" "cab")
+
+
+def test_onnx_table_shows_speedups_and_int8_agreement():
+    payload = {"machine": {"machine": "x86_64", "cores": 2, "cpu": "EPYC (avx2)"},
+               "onnxruntime": "1.0", "repeats": 5, "command": "python bench/onnx_runtime.py",
+               "speed": _common.add_ratios([
+                   {"case": "ft-B-b1", "backend": "transformers", "seconds": 2.0},
+                   {"case": "ft-B-b1", "backend": "onnxruntime int8", "seconds": 1.0}]),
+               "accuracy": [{"fixture": "demo classifier", "variant": "onnxruntime int8",
+                             "clips": 256, "top1_agreement": 1.0, "relative_diff": 0.01}]}
+    for row in payload["speed"]:
+        row["speedup"] = 1 / row["ratio"]
+    text = onnx_runtime.render(payload)
+    assert "on EPYC (avx2), 2 cores (onnxruntime 1.0" in text
+    assert "| ft-B-b1 | onnxruntime int8 | 1 |  | 2 |" in text
+    assert "| demo classifier | onnxruntime int8 |  | 256 | 1 |" in text
 
 
 @pytest.mark.parametrize("script", ["run_all.py", "speed.py", "quantize.py",
                                     "preprocess.py", "dispatch.py", "memory_plan.py",
-                                    "data_loader.py", "load.py", "predict_e2e.py"])
+                                    "data_loader.py", "load.py", "predict_e2e.py",
+                                    "onnx_runtime.py"])
 def test_scripts_explain_themselves(script):
     done = subprocess.run([sys.executable, os.path.join(ROOT, "bench", script), "--help"],
                           capture_output=True, text=True, timeout=120)

@@ -195,6 +195,48 @@ def test_large_models_export_onnx_with_external_data(official_classifier, tmp_pa
     assert os.listdir(tmp_path) == ["vit_s_ft.onnx"]  # the stale data file went too
 
 
+@pytest.mark.backend_independent  # the export and the quantisation run outside the backend
+def test_int8_onnx_is_quantised_verified_and_refused_above_its_tolerance(
+        official_classifier, tmp_path, capsys):
+    import onnx
+
+    out = tmp_path / "out"
+    code = cli.main(["port", official_classifier, "--out", str(out), "--format", "onnx-int8",
+                     "--verify", "--quiet", "--num-frames", "4", "--image-size", "32"])
+    assert code == 0
+    summary = capsys.readouterr().out
+    assert os.listdir(out) == ["vit_s_ft.int8.onnx"]  # the float file it came from is gone
+    line = next(line for line in summary.splitlines() if line.startswith("int8 ONNX"))
+    assert "top-1 agreement" in line and f"/{porting.INT8_CLIPS} clips" in line
+    relative = float(line.split("mean |diff| / std ")[1].split(",")[0])
+    assert 0 < relative <= porting.INT8_TOLERANCE
+    graph = onnx.load(str(out / "vit_s_ft.int8.onnx")).graph
+    assert {"DynamicQuantizeLinear", "MatMulInteger"} <= {node.op_type for node in graph.node}
+    int8_weights = [t for t in graph.initializer if t.data_type == onnx.TensorProto.INT8]
+    assert len(int8_weights) >= 2 * 4 + 2  # qkv, proj, fc1, fc2 per block, embedding, head
+    # float32 weights take 4 bytes each; the int8 file about one (plus scales, norms, biases)
+    parameters = int(summary.split("Parameters")[1].split()[0].replace(",", ""))
+    assert os.path.getsize(out / "vit_s_ft.int8.onnx") < 1.4 * parameters
+    print(summary)
+
+    refused = tmp_path / "refused"
+    with pytest.raises(porting.VerificationError, match="int8 tolerance 0"):
+        porting.port(official_classifier, str(refused), formats=["keras", "onnx-int8"],
+                     verify=True, int8_tolerance=0.0, progress=False, **CLIP)
+    assert not refused.exists() or os.listdir(refused) == []
+
+
+@pytest.mark.backend_independent  # the export and the quantisation run outside the backend
+def test_int8_onnx_of_a_pretrainer(hf_pretrainer, tmp_path):
+    """Masked pretrainers gather tokens by data-dependent indices, which onnxruntime's
+    symbolic shape inference cannot follow: the quantisation goes on without it."""
+    result = porting.port(hf_pretrainer, str(tmp_path), formats=["onnx-int8"], verify=True,
+                          progress=False, mask_ratio=0.5)
+    assert os.listdir(tmp_path) == ["videomae-small-pt.int8.onnx"]
+    assert "top1_agreement" not in result.int8  # reconstructions have no classes
+    assert 0 < result.int8["relative_diff"] <= porting.INT8_TOLERANCE
+
+
 def test_tools_script_and_console_command(official_classifier, tmp_path):
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
     script = os.path.join(ROOT, "tools", "port_pytorch_weights.py")

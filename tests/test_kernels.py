@@ -66,10 +66,14 @@ def test_torch_takes_the_fast_kernel_and_repacks_after_new_weights():
     assert kernels.int8_linear(layer, x.clone().requires_grad_(True)) is None
 
 
-def test_int8_says_where_it_is_not_faster():
+@pytest.mark.parametrize("int8_dot", [False, True])
+def test_int8_says_where_it_is_not_faster(int8_dot, monkeypatch):
+    """jax and tensorflow gain from int8 only on CPUs with int8 dot-product instructions
+    (measured 1.0x without VNNI, 1.12-1.18x with); torch's kernel gains on both."""
     from videomae_keras.inference import optimize_for_inference
     from videomae_keras.models import VideoMAEClassifier
 
+    monkeypatch.setattr(kernels, "cpu_has_int8_dot", lambda: int8_dot)
     model = VideoMAEClassifier.from_arguments(num_classes=3, num_frames=2, image_size=16,
                                               patch_size=8, hidden_dim=16, depth=1,
                                               num_heads=2, mlp_dim=32)
@@ -77,8 +81,8 @@ def test_int8_says_where_it_is_not_faster():
         warnings.simplefilter("always")
         optimize_for_inference(model, jit_compile=False, int8=True)
     notes = [str(w.message) for w in caught if "int8 on" in str(w.message)]
-    if TORCH:
+    if TORCH or int8_dot:
         assert notes == []
     else:
         assert len(notes) == 1 and "KERAS_BACKEND=torch" in notes[0]
-        assert "\n" not in notes[0]
+        assert "no AVX-512 VNNI" in notes[0] and "\n" not in notes[0]

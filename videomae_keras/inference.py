@@ -170,9 +170,10 @@ def optimize_for_inference(model, jit_compile="auto", int8=False):
     torch), False runs eagerly, "auto" compiles except on torch (where compiling takes longer
     than a handful of clips save). `int8=True` quantizes the Dense weights to int8 (Keras
     `quantize("int8")`; on torch on the CPU the int8 layers run PyTorch's dynamic quantized
-    linear, 1.3-1.5x faster than float32 for ViT-B); where int8 is no faster than float32
-    (jax and tensorflow on the CPU) it warns in one line and says which path is. `python
-    bench/quantize.py` measures what int8 costs in accuracy.
+    linear, 1.3x faster than float32 for ViT-B without AVX-512 VNNI, 2.1x with it); where
+    int8 is no faster than float32 (jax and tensorflow on an x86 CPU without VNNI) it warns
+    in one line and says which path is. `python bench/quantize.py` measures what int8 costs
+    in accuracy; `port --format onnx-int8` gives the fastest int8 path on the CPU.
     """
     if int8:
         from videomae_keras import kernels

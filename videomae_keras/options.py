@@ -9,6 +9,7 @@ FORMATS = {
     "h5": ".weights.h5",
     "savedmodel": "_savedmodel",
     "onnx": ".onnx",
+    "onnx-int8": ".int8.onnx",  # dynamically quantised with onnxruntime's tools
 }
 
 

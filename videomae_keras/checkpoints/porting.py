@@ -35,6 +35,12 @@ class VerificationError(RuntimeError):
     """A measured difference is above the tolerance."""
 
 
+# onnx-int8 is checked by its mean |diff| relative to the float32 outputs' std (int8 moves
+# every output a little, so max |diff| against 1e-4 cannot apply): 0.011 for ViT-B.
+INT8_TOLERANCE = 0.1
+INT8_CLIPS = 4  # fixed clips the int8 file and the float model both see under --verify
+
+
 @dataclasses.dataclass
 class PortResult:
     name: str
@@ -46,6 +52,8 @@ class PortResult:
     differences: dict  # what was compared -> max |diff|
     reference: str = None
     notes: list = dataclasses.field(default_factory=list)
+    int8: dict = None  # onnx-int8 against the float32 Keras model (int8_agreement), verified
+
 
     def summary(self):
         lines = [
@@ -61,9 +69,21 @@ class PortResult:
         for i, (what, diff) in enumerate(self.differences.items()):
             label = "max |diff|" if i == 0 else ""
             lines.append(f"{label:<14}{diff:.2e}  {what}")
+        if self.int8:
+            lines.append(f"int8 ONNX     {_int8_line(self.int8)}")
         for note in self.notes:
             lines.append(f"Note          {note}")
         return "\n".join(lines)
+
+
+def _int8_line(report):
+    """The onnx-int8 check as one line of the summary."""
+    line = (f"max |diff| {report['max_abs_diff']:.2e}, mean |diff| / std "
+            f"{report['relative_diff']:.4f}")
+    if "top1_agreement" in report:
+        agreeing = round(report["top1_agreement"] * report["clips"])
+        line += f", top-1 agreement {agreeing}/{report['clips']} clips"
+    return line + " (onnxruntime int8 against the float32 Keras model)"
 
 
 def _size(path):
@@ -137,17 +157,19 @@ class PortPlan:
     overwrite: bool
     verify: bool
     tolerance: float
+    int8_tolerance: float = INT8_TOLERANCE
     task: str = None
     overrides: dict = dataclasses.field(default_factory=dict)
     info: dict = None  # the registry entry of a registered name
 
     @property
     def stage_count(self):
-        return 2 + bool(self.info) + 2 * self.verify + len(self.formats)
+        int8_check = self.verify and "onnx-int8" in self.formats
+        return 2 + bool(self.info) + 2 * self.verify + len(self.formats) + int8_check
 
 
 def plan_port(source, out_dir, formats=("keras",), verify=False, overwrite=False, name=None,
-              tolerance=1e-4, task=None, **overrides):
+              tolerance=1e-4, task=None, int8_tolerance=INT8_TOLERANCE, **overrides):
     """Step 1: checks the formats and that every output may be written (refusing before
     any work) and looks the source up in the registry."""
     formats = list(dict.fromkeys(formats))
@@ -163,7 +185,7 @@ def plan_port(source, out_dir, formats=("keras",), verify=False, overwrite=False
         info = presets.checkpoint(source)
         overrides = {**info.get("model_args", {}), **overrides}
     return PortPlan(source, out_dir, name, formats, targets, overwrite, verify, tolerance,
-                    task, overrides, info)
+                    int8_tolerance, task, overrides, info)
 
 
 def convert(plan, stages, notes):
@@ -216,11 +238,13 @@ def verify_against_reference(model, checkpoint, inputs, expected, stages):
     return {f"Keras vs PyTorch reference ({output})": _max_diff(expected, torch_out)}, description
 
 
-def write_outputs(model, plan, stages, notes, inputs, expected, differences, output):
+def write_outputs(model, plan, stages, notes, inputs, expected, differences, output,
+                  quality=None):
     """Step 4: writes every format into a hidden staging folder beside the outputs and
     moves them into place together once complete (and, with `plan.verify`, each loaded back
-    and compared): an error, Ctrl-C or SIGTERM leaves the folder as it was, old outputs
-    included; a SIGKILL's leftovers go at the next port."""
+    and compared; the int8 ONNX file's agreement goes into `quality["int8"]`): an error,
+    Ctrl-C or SIGTERM leaves the folder as it was, old outputs included; a SIGKILL's
+    leftovers go at the next port."""
     names = _output_names(plan.targets)
     with OutputSet(plan.out_dir, names, plan.overwrite, label=f"{plan.name}.port") as outputs:
         if outputs.recovered:
@@ -231,39 +255,52 @@ def write_outputs(model, plan, stages, notes, inputs, expected, differences, out
         for fmt in plan.formats:
             if fmt in ("keras", "h5"):
                 stages.run(f"write {plan.targets[fmt]}", _write, model, fmt, staged[fmt])
-        exports = [f for f in ("savedmodel", "onnx") if f in plan.formats]
+        exports = [f for f in ("savedmodel", "onnx", "onnx-int8") if f in plan.formats]
         if exports:
             keras_file = staged.get("keras")
             if keras_file is None:  # the exporter reads a .keras file
                 keras_file = os.path.join(outputs.scratch(), "model.keras")
                 model.save(keras_file)
             for fmt in exports:
-                stages.run(f"write {plan.targets[fmt]}", _export, model, keras_file, fmt,
-                           staged[fmt])
+                if fmt == "onnx-int8":
+                    stages.run(f"write {plan.targets[fmt]}", _quantize, model, keras_file,
+                               staged, outputs.scratch())
+                else:
+                    stages.run(f"write {plan.targets[fmt]}", _export, model, keras_file, fmt,
+                               staged[fmt])
         if plan.verify:
             stages.run("verify written files", _verify_files, model, staged, inputs,
                        expected, differences, output)
             _check(differences, plan.tolerance)
+            if "onnx-int8" in staged:
+                report = stages.run("verify the int8 ONNX file", _verify_int8, model,
+                                    staged["onnx-int8"])
+                if quality is not None:
+                    quality["int8"] = report
+                _check_int8(report, plan.int8_tolerance)
         outputs.commit()
     return dict(plan.targets)
 
 
 def port(source, out_dir, formats=("keras",), verify=False, overwrite=False, name=None,
-         tolerance=1e-4, task=None, progress=True, labels=None, **overrides):
+         tolerance=1e-4, task=None, progress=True, labels=None, int8_tolerance=INT8_TOLERANCE,
+         **overrides):
     """Converts `source` and writes the requested formats into `out_dir`; returns a PortResult.
 
     The four steps: `plan_port` (outputs checked before any work), `convert` (the Keras
     model with every weight loaded), `verify_against_reference` (with `verify`) and
     `write_outputs`. `labels`: class names for a classifier (a text file, one per line, or
     a list), saved in the `.keras` file; registered classifiers of a shipped label space
-    get theirs anyway.
+    get theirs anyway. "onnx-int8" writes `NAME.int8.onnx`, the ONNX file dynamically
+    quantised by onnxruntime; `verify` runs it on INT8_CLIPS fixed clips against the float32
+    Keras model and fails above `int8_tolerance` (mean |diff| over the outputs' std).
 
     Raises VerificationError (after writing nothing) when the Keras model differs from the
     PyTorch reference by more than `tolerance`, or (after removing what it wrote) when a
     written file does.
     """
     plan = plan_port(source, out_dir, formats, verify, overwrite, name, tolerance, task,
-                     **overrides)
+                     int8_tolerance, **overrides)
     stages = Stages(plan.stage_count, enabled=progress)
     notes = []
     model, checkpoint = convert(plan, stages, notes)
@@ -278,8 +315,9 @@ def port(source, out_dir, formats=("keras",), verify=False, overwrite=False, nam
         differences, reference = verify_against_reference(model, checkpoint, inputs, expected,
                                                           stages)
         _check(differences, tolerance)
+    quality = {}
     files = write_outputs(model, plan, stages, notes, inputs, expected, differences,
-                          export.OUTPUT_NAMES[checkpoint.task])
+                          export.OUTPUT_NAMES[checkpoint.task], quality)
     return PortResult(
         name=plan.name,
         task=checkpoint.task,
@@ -290,6 +328,7 @@ def port(source, out_dir, formats=("keras",), verify=False, overwrite=False, nam
         differences=differences,
         reference=reference,
         notes=notes,
+        int8=quality.get("int8"),
     )
 
 
@@ -298,6 +337,14 @@ def _check(differences, tolerance):
     if bad:
         shown = "; ".join(f"{k}: {v:.2e}" for k, v in bad.items())
         raise VerificationError(f"Outputs differ by more than the tolerance {tolerance:g}: {shown}.")
+
+
+def _check_int8(report, tolerance):
+    if not report["relative_diff"] <= tolerance:
+        raise VerificationError(
+            f"The int8 ONNX file's outputs differ from the float32 model's by "
+            f"{report['relative_diff']:.4f} of their std (mean |diff|), more than the int8 "
+            f"tolerance {tolerance:g}; pass a larger --int8-tolerance to accept it.")
 
 
 def _class_names(labels, info, model):
@@ -321,8 +368,9 @@ def _class_names(labels, info, model):
 def _output_names(targets):
     """File names of a port's outputs, with the `.onnx.data` an ONNX file may bring."""
     names = [os.path.basename(path) for path in targets.values()]
-    if "onnx" in targets:
-        names.append(os.path.basename(targets["onnx"]) + ".data")
+    for fmt in ("onnx", "onnx-int8"):
+        if fmt in targets:
+            names.append(os.path.basename(targets[fmt]) + ".data")
     return names
 
 
@@ -339,6 +387,24 @@ def _export(model, keras_file, fmt, path):
         export.export_files(model, keras_file, saved_model=path)
     else:
         export.export_files(model, keras_file, onnx=path)
+
+
+def _quantize(model, keras_file, staged, scratch):
+    """The onnx-int8 file: quantised from the float ONNX file being written, or from one
+    exported into the scratch folder when onnx is not among the formats."""
+    float_path = staged.get("onnx")
+    if float_path is None:
+        float_path = os.path.join(scratch, "float.onnx")
+        export.export_files(model, keras_file, onnx=float_path)
+    export.quantize_onnx(float_path, staged["onnx-int8"], scratch)
+
+
+def _verify_int8(model, path):
+    """int8_agreement of the int8 file and the float32 Keras model on fixed clips."""
+    inputs = fixed_inputs(model, batch=INT8_CLIPS, seed=8)
+    expected = keras_outputs(model, inputs)
+    quantized = list(export.run_onnx(path, inputs).values())[0]
+    return export.int8_agreement(expected, quantized)
 
 
 def _verify_files(model, written, inputs, expected, differences, output):

@@ -5,11 +5,13 @@ import json
 from videomae_keras.commands.arguments import POSITIVE, RATIO, UsageError, formats, image_size
 
 NAME = 'port'
-HELP = 'convert a PyTorch VideoMAE checkpoint to .keras, .weights.h5, SavedModel, ONNX'
+HELP = ('convert a PyTorch VideoMAE checkpoint to .keras, .weights.h5, SavedModel, ONNX, '
+        'int8 ONNX')
 DESCRIPTION = (
     'Convert an official or transformers VideoMAE checkpoint (or a registered name) into '
-    'Keras files, a TF Serving SavedModel and ONNX, optionally verified against the PyTorch '
-    'reference. Outputs are written atomically; existing ones are kept unless --overwrite.'
+    'Keras files, a TF Serving SavedModel, ONNX and int8 ONNX, optionally verified against '
+    'the PyTorch reference. Outputs are written atomically; existing ones are kept unless '
+    '--overwrite.'
 )
 
 
@@ -25,19 +27,24 @@ def add_arguments(parser):
         "--format",
         type=formats,
         default=["keras"],
-        help="comma-separated: keras, h5 (.weights.h5), savedmodel (TF Serving), onnx "
+        help="comma-separated: keras, h5 (.weights.h5), savedmodel (TF Serving), onnx, "
+        "onnx-int8 (.int8.onnx: onnxruntime's dynamic int8 quantisation, for CPU serving) "
         "(default: keras)",
     )
     parser.add_argument(
         "--verify",
         action="store_true",
         help="compare with the PyTorch reference (transformers' VideoMAE) on a fixed input, "
-        "then load every written file back and compare; exit 1 above --tolerance",
+        "then load every written file back and compare; exit 1 above --tolerance (the int8 "
+        "ONNX file: above --int8-tolerance)",
     )
     parser.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     parser.add_argument("--name", help="base name of the outputs (default: from the source)")
     parser.add_argument("--tolerance", type=float, default=1e-4,
                         help="largest max |diff| accepted by --verify (default 1e-4)")
+    parser.add_argument("--int8-tolerance", type=float, default=None,
+                        help="onnx-int8 under --verify: largest mean |diff| relative to the "
+                        "float32 outputs' std (default 0.1)")
     parser.add_argument("--task", choices=["classifier", "pretrainer", "backbone"],
                         help="build this model instead of the checkpoint's own")
     parser.add_argument("--num-frames", type=POSITIVE, help="frames per clip (default 16)")
@@ -94,6 +101,7 @@ def run(args):
         task=args.task,
         progress=not args.quiet,
         labels=args.labels,
+        **({} if args.int8_tolerance is None else {"int8_tolerance": args.int8_tolerance}),
         **overrides,
     )
     if args.json:
@@ -101,7 +109,7 @@ def run(args):
             "name": result.name, "task": result.task, "architecture": result.description,
             "parameters": result.parameters, "gflops": round(result.gflops, 2),
             "files": result.files, "reference": result.reference,
-            "max_abs_diff": result.differences, "notes": result.notes,
+            "max_abs_diff": result.differences, "int8": result.int8, "notes": result.notes,
         }, indent=2))
     else:
         print(result.summary())
