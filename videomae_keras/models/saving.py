@@ -36,12 +36,47 @@ def load_keras_model(path):
     if config is None:
         return build_for_loading(keras.saving.load_model, path, safe_mode=True)
     model = build_for_loading(keras.saving.deserialize_keras_object, config, safe_mode=True)
-    with _weights_file(path) as weights, warnings.catch_warnings():
+    with _weights_file(path) as weights, warnings.catch_warnings(), _trimming(model):
         # Keras notes that functional models' bookkeeping containers hold no weights
         warnings.filterwarnings("ignore", message="Skipping nested container")
         model.load_weights(weights)
     FreedMemory().trim()
     return model
+
+
+@contextlib.contextmanager
+def _trimming(model):
+    """Keras' `load_weights` fills the model layer by layer; each assignment frees the
+    placeholder it replaces, and glibc keeps such blocks in its heap. Handing them back as
+    the load goes, as our own loaders do (FreedMemory), took the peak of a `.keras` load on
+    jax from 2.0x the weights to 1.45x (ViT-B) and from 2.1x to 1.2x (ViT-L). Each layer's `load_own_variables` is wrapped
+    for the time of the load (an instance attribute, removed afterwards)."""
+    freed = FreedMemory()
+    wrapped = []
+    for layer in model._flatten_layers(include_self=True):
+        own = getattr(layer, "_trainable_variables", []) + getattr(
+            layer, "_non_trainable_variables", [])
+        nbytes = sum(_nbytes(variable) for variable in own)
+        if not nbytes or "load_own_variables" in vars(layer):
+            continue
+
+        def load(store, original=layer.load_own_variables, nbytes=nbytes):
+            original(store)
+            freed.count(nbytes)
+
+        layer.load_own_variables = load
+        wrapped.append(layer)
+    try:
+        yield
+    finally:
+        for layer in wrapped:
+            del layer.load_own_variables
+
+
+def _nbytes(variable):
+    import numpy as np
+
+    return int(np.prod(variable.shape)) * np.dtype(variable.dtype).itemsize
 
 
 @contextlib.contextmanager
