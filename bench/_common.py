@@ -49,6 +49,23 @@ def paired_seconds(first, second, repeats, warmup=1):
     return statistics.median(times[0]), statistics.median(times[1]), statistics.median(ratios)
 
 
+def rotating_seconds(functions, repeats, warmup=1):
+    """Median seconds of each named function, timed in turns within one process; the order
+    rotates every round, so none always runs first (or warm after another)."""
+    names = list(functions)
+    for _ in range(warmup):
+        for name in names:
+            functions[name]()
+    times = {name: [] for name in names}
+    for index in range(repeats):
+        order = names[index % len(names):] + names[:index % len(names)]
+        for name in order:
+            start = time.perf_counter()
+            functions[name]()
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(values) for name, values in times.items()}
+
+
 def peak_rss_mb():
     """This process's peak resident memory (MiB)."""
     import resource

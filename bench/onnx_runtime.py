@@ -110,25 +110,6 @@ def accuracy(folder):
     return rows
 
 
-def rotating_seconds(functions, repeats, warmup=1):
-    """Median seconds of each named function, timed in turns within one process; the order
-    rotates every round, so none always runs first (or warm after another)."""
-    import statistics
-
-    names = list(functions)
-    for _ in range(warmup):
-        for name in names:
-            functions[name]()
-    times = {name: [] for name in names}
-    for index in range(repeats):
-        order = names[index % len(names):] + names[:index % len(names)]
-        for name in order:
-            start = time.perf_counter()
-            functions[name]()
-            times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(values) for name, values in times.items()}
-
-
 def speed(folder, batches, repeats):
     """Rows of median seconds per variant and batch: transformers, ORT float32, ORT int8."""
     import numpy as np
@@ -153,7 +134,7 @@ def speed(folder, batches, repeats):
         functions = {"transformers": transformers_call}
         for name, session in sessions.items():
             functions[name] = lambda session=session: session.run(None, {"video": video})
-        medians = rotating_seconds(functions, repeats)
+        medians = _common.rotating_seconds(functions, repeats)
         case = f"ft-B-b{batch}"
         rows += [{"case": case, "backend": name, "seconds": seconds,
                   "clips_per_s": batch / seconds} for name, seconds in medians.items()]

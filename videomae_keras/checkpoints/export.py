@@ -267,6 +267,14 @@ def run_onnx(path, inputs):
     return {o.name: v for o, v in zip(session.get_outputs(), outputs)}
 
 
+def onnx_bytes(path):
+    """The size of an ONNX file with its external data (`path + ".data"`) if it has any."""
+    size = os.path.getsize(path)
+    if os.path.exists(path + ".data"):
+        size += os.path.getsize(path + ".data")
+    return size
+
+
 def quantize_onnx(float_path, int8_path, work_dir):
     """Writes `int8_path`: the float ONNX file at `float_path` dynamically quantised with
     onnxruntime's own tools, for CPU serving.
@@ -287,9 +295,7 @@ def quantize_onnx(float_path, int8_path, work_dir):
         raise ImportError("onnx-int8 needs onnxruntime: pip install onnxruntime") from None
     threshold = int(os.environ.get("VIDEOMAE_KERAS_ONNX_EXTERNAL_DATA_BYTES",
                                    ONNX_EXTERNAL_DATA_BYTES))
-    size = os.path.getsize(float_path)
-    if os.path.exists(float_path + ".data"):
-        size += os.path.getsize(float_path + ".data")
+    size = onnx_bytes(float_path)
     prepared = os.path.join(work_dir, "prepared.onnx")
     large = size > threshold
     options = dict(save_as_external_data=large, all_tensors_to_one_file=True,

@@ -91,10 +91,7 @@ def _size(path):
         return sum(
             os.path.getsize(os.path.join(root, f)) for root, _, files in os.walk(path) for f in files
         )
-    size = os.path.getsize(path)
-    if os.path.exists(path + ".data"):  # ONNX external data
-        size += os.path.getsize(path + ".data")
-    return size
+    return export.onnx_bytes(path)  # with an ONNX file's external data, if any
 
 
 def _human(size):
