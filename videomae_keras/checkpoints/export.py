@@ -16,6 +16,7 @@ import io
 import json
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -289,29 +290,51 @@ def quantize_onnx(float_path, int8_path, work_dir):
     still pass the external-data threshold keeps them in `int8_path + ".data"`.
     """
     try:
-        from onnxruntime.quantization import QuantType, quantize_dynamic
-        from onnxruntime.quantization.shape_inference import quant_pre_process
+        import onnxruntime.quantization  # noqa: F401
     except ImportError:
         raise ImportError("onnx-int8 needs onnxruntime: pip install onnxruntime") from None
     threshold = int(os.environ.get("VIDEOMAE_KERAS_ONNX_EXTERNAL_DATA_BYTES",
                                    ONNX_EXTERNAL_DATA_BYTES))
     size = onnx_bytes(float_path)
-    prepared = os.path.join(work_dir, "prepared.onnx")
+    float_path, int8_path = os.path.abspath(float_path), os.path.abspath(int8_path)
+    own_dir = tempfile.mkdtemp(prefix=".quantize-", dir=work_dir)  # removed whatever happens
+    prepared = os.path.join(own_dir, "prepared.onnx")
     large = size > threshold
     options = dict(save_as_external_data=large, all_tensors_to_one_file=True,
                    external_data_location="prepared.onnx.data" if large else None)
-    with _quiet_onnxruntime_tools():
-        try:
-            quant_pre_process(float_path, prepared, **options)
-        except Exception:  # onnxruntime raises a bare Exception when symbolic shape
-            # inference cannot follow a shape (a pretrainer's gather of the masked tokens);
-            # the other steps (graph optimisation, ONNX's shape inference) still apply
-            quant_pre_process(float_path, prepared, skip_symbolic_shape=True, **options)
-        quantize_dynamic(prepared, int8_path, per_channel=True, weight_type=QuantType.QInt8,
-                         use_external_data_format=size // 4 > threshold)
-    for name in ("prepared.onnx", "prepared.onnx.data"):
-        if os.path.exists(os.path.join(work_dir, name)):
-            os.remove(os.path.join(work_dir, name))
+    try:
+        with _quiet_onnxruntime_tools(), _working_in(own_dir):
+            _prepare_and_quantize(float_path, prepared, int8_path, options,
+                                  size // 4 > threshold)
+    finally:
+        shutil.rmtree(own_dir, ignore_errors=True)
+
+
+def _prepare_and_quantize(float_path, prepared, int8_path, options, large_int8):
+    """quant_pre_process into `prepared`, then quantize_dynamic into `int8_path`."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+    try:
+        quant_pre_process(float_path, prepared, **options)
+    except Exception:  # onnxruntime raises a bare Exception when symbolic shape
+        # inference cannot follow a shape (a pretrainer's gather of the masked tokens);
+        # the other steps (graph optimisation, ONNX's shape inference) still apply
+        quant_pre_process(float_path, prepared, skip_symbolic_shape=True, **options)
+    quantize_dynamic(prepared, int8_path, per_channel=True, weight_type=QuantType.QInt8,
+                     use_external_data_format=large_int8)
+
+
+@contextlib.contextmanager
+def _working_in(directory):
+    """Runs onnxruntime's quantisation tools from `directory`: when its symbolic shape
+    inference gives up it saves the half-inferred model (`sym_shape_infer_temp.onnx` and a
+    uuid-named `.data` file) into the current directory, which is the user's."""
+    previous = os.getcwd()
+    os.chdir(directory)
+    try:
+        yield
+    finally:
+        os.chdir(previous)
 
 
 @contextlib.contextmanager
