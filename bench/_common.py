@@ -100,6 +100,28 @@ def run_worker(script, variant, args, backend=None, timeout=3600):
     return {"error": f"exit {done.returncode}: " + " | ".join(tail)}
 
 
+def command():
+    """How this script was run, for its results file: `python bench/NAME.py ARGS`, with
+    the value of any option naming a place on this machine (--fixtures, --out) left out."""
+    args, skip = [], False
+    for arg in sys.argv[1:]:
+        if skip:
+            args.append("DIR")
+            skip = False
+        elif arg in PATH_OPTIONS:
+            args.append(arg)
+            skip = True
+        elif arg.split("=", 1)[0] in PATH_OPTIONS:
+            args.append(arg.split("=", 1)[0] + "=DIR")
+        else:
+            args.append(arg)
+    script = os.path.relpath(os.path.abspath(sys.argv[0]), ROOT)
+    return " ".join(["python", script] + args)
+
+
+PATH_OPTIONS = ("--fixtures", "--out")
+
+
 def machine():
     """What the figures were measured on."""
     from importlib import metadata

@@ -67,7 +67,7 @@ def main():
         print(f"{tokens} tokens: {ours * 1e3:.2f} ms against {theirs * 1e3:.2f} ms",
               file=sys.stderr, flush=True)
     payload = {"machine": _common.machine(), "rows": rows,
-               "command": "python bench/dispatch.py " + " ".join(sys.argv[1:])}
+               "command": _common.command()}
     path = _common.save(args.out, payload)
     print(render(payload))
     print(f"\nwritten: {os.path.relpath(path, _common.ROOT)}")

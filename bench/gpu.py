@@ -663,7 +663,7 @@ def main():
                else FRAMES, "image_size": SMOKE_MODEL["image_size"] if args.smoke else SIZE,
                "mask_ratio": MASK_RATIO, "repeats": args.repeats, "warmup": args.warmup,
                "budget_s": args.budget, "elapsed_s": time.time() - start, "rows": rows,
-               "command": " ".join(["python bench/gpu.py"] + sys.argv[1:])}
+               "command": _common.command()}
     out = args.out or (os.path.join(tempfile.gettempdir(), "videomae-keras-gpu-smoke.json")
                        if args.smoke else None)
     path = _common.save("gpu", payload, out)

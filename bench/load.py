@@ -194,7 +194,7 @@ def main():
             shutil.rmtree(folder, ignore_errors=True)
     _common.add_ratios(rows)
     payload = {"machine": _common.machine(), "rows": rows,
-               "command": "python bench/load.py " + " ".join(sys.argv[1:])}
+               "command": _common.command()}
     path = _common.save("load", payload)
     print(render(payload))
     print(f"\nwritten: {os.path.relpath(path, _common.ROOT)}")

@@ -211,7 +211,7 @@ def main():
     finally:
         shutil.rmtree(folder, ignore_errors=True)
     payload = {"machine": _common.machine(), "repeats": args.repeats, "prepare": prepared,
-               **answer, "command": "python bench/onnx_runtime.py " + " ".join(sys.argv[1:])}
+               **answer, "command": _common.command()}
     path = _common.save("onnx_runtime", payload)
     print(render(payload))
     print(f"written: {os.path.relpath(path, _common.ROOT)}")

@@ -414,7 +414,7 @@ def main():
     case = f"{setting['clip']}, {args.views}"
     payload = {"machine": _common.machine(), "setting": setting,
                "rows": summarize(runs, case, views),
-               "command": "python bench/predict_e2e.py " + " ".join(sys.argv[1:])}
+               "command": _common.command()}
     print(render(payload))
     if args.smoke:
         _common.emit(payload)

@@ -101,7 +101,7 @@ def main():
         for fixture, result in answer.items():
             rows.append({"backend": backend, "fixture": fixture, **result})
     payload = {"machine": _common.machine(), "rows": rows,
-               "command": "python bench/quantize.py " + " ".join(sys.argv[1:])}
+               "command": _common.command()}
     path = _common.save("quantize", payload)
     print(render(payload))
     print(f"\nwritten: {os.path.relpath(path, _common.ROOT)}")

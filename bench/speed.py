@@ -333,7 +333,7 @@ def main():
     payload = {"machine": _common.machine(), "frames": FRAMES, "image_size": SIZE,
                "mask_ratio": MASK_RATIO, "repeats": repeats, "rows": rows,
                "pt_over_ft": pt_vs_ft, "memory": memory,
-               "command": "python bench/speed.py " + " ".join(sys.argv[1:])}
+               "command": _common.command()}
     path = _common.save(args.out, payload)
     print(render(payload))
     print(f"\nwritten: {os.path.relpath(path, _common.ROOT)}")

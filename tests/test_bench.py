@@ -193,3 +193,10 @@ def test_predict_e2e_table_says_what_ran_and_shows_the_ratios():
     text = predict_e2e.render({"setting": setting, "rows": rows})
     assert "5x3 views" in text and "median of 3 run(s)" in text
     assert "| jax | 50 | 1.25 | 24 | 0.8 | 1.5 |" in text
+
+
+def test_results_record_the_command_without_this_machines_paths(monkeypatch):
+    monkeypatch.setattr(sys, "argv", [os.path.join(_common.ROOT, "bench", "load.py"),
+                                      "--sizes", "B", "--fixtures", "/somewhere/fx",
+                                      "--out=/else/where.json"])
+    assert _common.command() == "python bench/load.py --sizes B --fixtures DIR --out=DIR"

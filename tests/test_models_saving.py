@@ -3,8 +3,10 @@ model as Keras' own `load_model`, nothing left beside the file, compiled files u
 
 import os
 import warnings
+import zipfile
 
 import numpy as np
+import pytest
 
 import keras
 import videomae_keras as vk
@@ -18,18 +20,61 @@ def _weights(model):
     return [np.asarray(keras.ops.convert_to_numpy(w)) for w in model.weights]
 
 
-def test_plain_file_loads_like_keras(tmp_path):
+def _refuse_scratch_folders(monkeypatch):
+    def refuse(*args, **kwargs):
+        raise AssertionError("the weights member was extracted")
+
+    monkeypatch.setattr(saving.tempfile, "TemporaryDirectory", refuse)
+
+
+def _deflated(path, target):
+    """The same `.keras` file with its members compressed (Keras stores them)."""
+    with zipfile.ZipFile(path) as source, zipfile.ZipFile(
+            target, "w", compression=zipfile.ZIP_DEFLATED) as copy:
+        for name in source.namelist():
+            copy.writestr(name, source.read(name))
+    return target
+
+
+def test_plain_file_loads_like_keras_read_in_place(tmp_path, monkeypatch):
     model = vk.VideoMAEClassifier.from_arguments(**ARGS)
     path = str(tmp_path / "model.keras")
     model.save(path)
     assert saving._plain_config(path) is not None
+    _refuse_scratch_folders(monkeypatch)  # the stored member is read where it lies
     ours = saving.load_keras_model(path)
     theirs = keras.saving.load_model(path, safe_mode=True)
     assert ours.get_config() == theirs.get_config()
     for a, b, c in zip(_weights(ours), _weights(theirs), _weights(model)):
         np.testing.assert_array_equal(a, b)
         np.testing.assert_array_equal(a, c)
+    assert os.listdir(tmp_path) == ["model.keras"]
+
+
+def test_compressed_member_is_extracted_and_removed(tmp_path):
+    model = vk.VideoMAEClassifier.from_arguments(**ARGS)
+    model.save(str(tmp_path / "stored.keras"))
+    path = _deflated(str(tmp_path / "stored.keras"), str(tmp_path / "model.keras"))
+    os.remove(tmp_path / "stored.keras")
+    for a, b in zip(_weights(saving.load_keras_model(path)), _weights(model)):
+        np.testing.assert_array_equal(a, b)
     assert os.listdir(tmp_path) == ["model.keras"]  # the extracted weights are gone
+
+
+def test_weights_that_do_not_fit_the_config_are_refused(tmp_path):
+    """A file whose weights member belongs to another model: Keras' reader fails on the
+    shapes and the load says so instead of returning a half-filled model."""
+    small = vk.VideoMAEClassifier.from_arguments(**ARGS)
+    other = vk.VideoMAEClassifier.from_arguments(**{**ARGS, "mlp_dim": 40})
+    small.save(str(tmp_path / "small.keras"))
+    other.save(str(tmp_path / "other.keras"))
+    path = str(tmp_path / "mixed.keras")
+    with zipfile.ZipFile(tmp_path / "small.keras") as a, zipfile.ZipFile(
+            tmp_path / "other.keras") as b, zipfile.ZipFile(path, "w") as mixed:
+        for name in a.namelist():
+            mixed.writestr(name, (b if name == "model.weights.h5" else a).read(name))
+    with pytest.raises(ValueError, match="could not be loaded"):
+        saving.load_keras_model(path)
 
 
 def test_memory_is_handed_back_as_the_layers_load(tmp_path, monkeypatch):
@@ -66,9 +111,11 @@ def test_compiled_file_goes_through_keras(tmp_path):
 
 
 def test_read_only_folder_still_loads(tmp_path, monkeypatch):
+    """A compressed member must be extracted: to the system's temporary folder when the
+    file's own folder refuses, else read from inside the archive."""
     model = vk.VideoMAEClassifier.from_arguments(**ARGS)
-    path = str(tmp_path / "model.keras")
-    model.save(path)
+    model.save(str(tmp_path / "stored.keras"))
+    path = _deflated(str(tmp_path / "stored.keras"), str(tmp_path / "model.keras"))
     original = saving.tempfile.TemporaryDirectory
 
     def refuse_beside(*args, dir=None, **kwargs):

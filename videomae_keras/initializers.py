@@ -123,8 +123,10 @@ _PLACEHOLDERS = FreedMemory()
 
 class _Deferred(keras.initializers.Initializer):
     """Stands in for `initializer` while a model is built to be loaded: NaN (zeros for
-    integers) from numpy, so no random kernel is compiled or run, and a weight that loading
-    misses shows up as NaN instead of passing for a trained one."""
+    integers), so no random kernel is compiled or run, and a weight that loading misses
+    shows up as NaN instead of passing for a trained one. The NaN tensor is made by the
+    backend: the variable takes it as its storage, where a numpy placeholder is copied on
+    torch (that second pass over fresh memory made a ViT-L load 4.4 s instead of 1.9 s)."""
 
     def __init__(self, initializer):
         self.initializer = initializer
@@ -133,7 +135,7 @@ class _Deferred(keras.initializers.Initializer):
         name = keras.backend.standardize_dtype(dtype or "float32")
         if "float" in name:
             _PLACEHOLDERS.count(4 * math.prod(shape))  # the temporaries handed back as we go
-            return np.full(shape, np.nan, np.float32)  # the variable casts to its dtype
+            return keras.ops.full(shape, np.nan, dtype="float32")  # the variable casts
         return np.zeros(shape, bool if name == "bool" else np.int64)
 
     def get_config(self):

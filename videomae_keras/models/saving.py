@@ -3,6 +3,7 @@ model rebuilt with other constructor arguments, both without drawing the random 
 that loading replaces at once."""
 
 import contextlib
+import io
 import json
 import os
 import tempfile
@@ -26,9 +27,9 @@ def load_keras_model(path):
     `keras.saving.load_model` reads the whole weights member into memory before assigning
     it (twice the weights at the peak). A file of an uncompiled model without assets (what
     `port`, the cache and inference models write) is instead built from its config in safe
-    mode and its weights member extracted to a temporary file that Keras' own `load_weights`
-    reads tensor by tensor; anything else (a compiled model with its optimizer state, assets) goes
-    through `load_model`.
+    mode and its weights read tensor by tensor by Keras' own reader, in place (or from a
+    temporary copy where the member is compressed); anything else (a compiled model with its
+    optimizer state, assets) goes through `load_model`.
     """
     import videomae_keras  # noqa: F401  (registers the layers for deserialisation)
 
@@ -36,12 +37,106 @@ def load_keras_model(path):
     if config is None:
         return build_for_loading(keras.saving.load_model, path, safe_mode=True)
     model = build_for_loading(keras.saving.deserialize_keras_object, config, safe_mode=True)
-    with _weights_file(path) as weights, warnings.catch_warnings(), _trimming(model):
+    with warnings.catch_warnings(), _trimming(model):
         # Keras notes that functional models' bookkeeping containers hold no weights
         warnings.filterwarnings("ignore", message="Skipping nested container")
-        model.load_weights(weights)
+        if not _load_stored_member(model, path):
+            with _weights_file(path) as weights:
+                model.load_weights(weights)
     FreedMemory().trim()
     return model
+
+
+def _load_stored_member(model, path):
+    """Fills `model` from the weights member of a `.keras` file read in place, when Keras
+    stored it uncompressed (as it does): Keras' own reader (`H5IOStore`, `_load_state`)
+    over a window of the archive, so nothing is extracted (for ViT-L that copy took 1 s of
+    the 3.7 s load and needed the weights' size free on disk). False, having touched
+    nothing, where the member is compressed or this Keras lacks the reader; then the
+    caller extracts it."""
+    try:
+        from keras.src.saving import saving_lib
+
+        store_type, load_state = saving_lib.H5IOStore, saving_lib._load_state
+        with zipfile.ZipFile(path) as archive:
+            info = archive.getinfo("model.weights.h5")
+        if info.compress_type != zipfile.ZIP_STORED:
+            return False
+        store = store_type("model.weights.h5", archive=_StoredArchive(path, info), mode="r")
+    except (ImportError, AttributeError, TypeError, KeyError, OSError, zipfile.BadZipFile):
+        return False
+    failed, errors = set(), {}
+    try:
+        load_state(model, weights_store=store, assets_store=None, inner_path="",
+                   visited_saveables=set(), failed_saveables=failed, error_msgs=errors)
+    finally:
+        store.close()
+    if failed:
+        saving_lib._raise_loading_failure(errors)
+    return True
+
+
+class _StoredArchive:
+    """What Keras' `H5IOStore` asks of a zip archive when it reads: `open(name)`, here a
+    window onto an uncompressed member. (zipfile's own member file seeks backwards by
+    reading from the member's start again, which made h5py ten times slower.)"""
+
+    def __init__(self, path, info):
+        with open(path, "rb") as f:
+            f.seek(info.header_offset)
+            header = f.read(30)  # the local file header; its name and extra field follow
+        if header[:4] != b"PK\x03\x04":
+            raise OSError(f"{path}: no local file header for {info.filename}")
+        name_length = int.from_bytes(header[26:28], "little")
+        extra_length = int.from_bytes(header[28:30], "little")
+        self.path, self.size = path, info.file_size
+        self.offset = info.header_offset + 30 + name_length + extra_length
+
+    def open(self, name, mode="r"):
+        return _Window(self.path, self.offset, self.size)
+
+    def close(self):
+        pass
+
+
+class _Window(io.RawIOBase):
+    """Bytes `offset` to `offset + size` of a file as a read-only, seekable file."""
+
+    def __init__(self, path, offset, size):
+        super().__init__()
+        self._fd = os.open(path, os.O_RDONLY)
+        self._offset, self._size, self._position = offset, size, 0
+
+    def readable(self):
+        return True
+
+    def seekable(self):
+        return True
+
+    def tell(self):
+        return self._position
+
+    def seek(self, position, whence=io.SEEK_SET):
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._position, io.SEEK_END: self._size}[whence]
+        self._position = max(0, base + position)
+        return self._position
+
+    def readinto(self, buffer):
+        view = memoryview(buffer).cast("B")
+        wanted = max(0, min(len(view), self._size - self._position))
+        done = 0
+        while done < wanted:
+            got = os.preadv(self._fd, [view[done:wanted]], self._offset + self._position + done)
+            if got == 0:
+                break
+            done += got
+        self._position += done
+        return done
+
+    def close(self):
+        if not self.closed:
+            os.close(self._fd)
+        super().close()
 
 
 @contextlib.contextmanager
@@ -49,8 +144,9 @@ def _trimming(model):
     """Keras' `load_weights` fills the model layer by layer; each assignment frees the
     placeholder it replaces, and glibc keeps such blocks in its heap. Handing them back as
     the load goes, as our own loaders do (FreedMemory), took the peak of a `.keras` load on
-    jax from 2.0x the weights to 1.45x (ViT-B) and from 2.1x to 1.2x (ViT-L). Each layer's `load_own_variables` is wrapped
-    for the time of the load (an instance attribute, removed afterwards)."""
+    jax from 2.0x the weights to 1.45x (ViT-B) and from 2.1x to 1.2x (ViT-L). Each layer's
+    `load_own_variables` is wrapped for the time of the load (an instance attribute, removed
+    afterwards)."""
     freed = FreedMemory()
     wrapped = []
     for layer in model._flatten_layers(include_self=True):
@@ -81,7 +177,7 @@ def _nbytes(variable):
 
 @contextlib.contextmanager
 def _weights_file(path):
-    """The weights member of a `.keras` file as a file h5py reads fast: extracted into a
+    """A compressed weights member of a `.keras` file as a file h5py reads fast: extracted into a
     temporary folder beside the file (or the system's), removed afterwards. Read from inside
     the archive instead it takes ten times as long; where nothing can be written, it is."""
     for folder in (os.path.dirname(os.path.abspath(path)), None):
