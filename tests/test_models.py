@@ -439,3 +439,30 @@ def test_bad_masks_are_explained():
         model(video)
     with pytest.raises(ValueError, match="between 1 and 31"):
         vk.VideoMAEPretrainer.from_arguments(num_masked=32, **TINY)
+
+
+def test_predict_on_batch_gathers_the_variables_once_per_call(monkeypatch):
+    """Keras' jax trainer asks for the model's variable lists four times per
+    predict_on_batch, each a walk over every sub-layer: we gather them once per call, give
+    the same outputs, and keep nothing after it."""
+    model = vk.VideoMAEClassifier.from_arguments(num_classes=3, **TINY)
+    model.compile(jit_compile=keras.backend.backend() != "torch")
+    video = np.random.default_rng(0).random((2, 4, 32, 32, 3), np.float32)
+    walks = []
+    original = keras.layers.Layer.variables
+
+    def counted(layer):
+        if layer is model:
+            walks.append(1)
+        return original.fget(layer)
+
+    monkeypatch.setattr(keras.layers.Layer, "variables", property(counted))
+    first = model.predict_on_batch(video)
+    walks.clear()
+    second = model.predict_on_batch(video)
+    if keras.backend.backend() == "jax":
+        assert len(walks) == 1
+    np.testing.assert_allclose(second, keras.ops.convert_to_numpy(model(video)), atol=1e-5)
+    np.testing.assert_array_equal(first, second)
+    assert model.__dict__.get("_videomae_gathered") is None
+    assert len(model.variables) == len(original.fget(model))
