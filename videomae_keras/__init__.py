@@ -29,6 +29,7 @@ _EXPORTS = {
                     "videomae_keras.convert"),
     **dict.fromkeys(["extract_features", "optimize_for_inference", "predict_video"],
                     "videomae_keras.inference"),
+    **dict.fromkeys(["Intermediates", "intermediates"], "videomae_keras.internals"),
     "reconstruct_video": "videomae_keras.reconstruction",
     "sample_video": "videomae_keras.demo",
     **dict.fromkeys(["VideoError", "VideoReader", "preprocess", "read_video"],

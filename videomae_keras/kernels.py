@@ -11,6 +11,7 @@ with `zero_grad()`, whose `grad is None` test torch.compile guards; gradients th
 before the first step keep the second step from compiling everything again.
 """
 
+import contextlib
 import functools
 import weakref
 
@@ -86,6 +87,20 @@ def prepare_compiled_training(model):
             value = variable.value
             if value.requires_grad and value.grad is None:
                 value.grad = torch.zeros_like(value)
+
+
+@contextlib.contextmanager
+def no_gradients():
+    """Eager calls that no backward pass follows: eager torch records every op for one (for
+    the attention weights of `intermediates`, a second copy of each); the other backends
+    record nothing outside a gradient computation."""
+    if keras.backend.backend() != "torch":
+        yield
+        return
+    import torch
+
+    with torch.no_grad():
+        yield
 
 
 def slow_int8_note():

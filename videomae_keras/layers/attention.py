@@ -106,20 +106,38 @@ class MultiHeadSelfAttention(keras.layers.Layer):
             )
         self.proj.build(tuple(input_shape[:-1]) + (self.hidden_dim,))
 
-    def call(self, x, training=None):
-        num_tokens = x.shape[1]
+    def _query_key_value(self, x):
+        """q, k, v as (B, N, heads, head_dim): the layout keras.ops.dot_product_attention
+        takes, with the q and v biases added."""
         qkv = self.qkv(x)
         if self.qv_bias:
             q_bias = ops.cast(self.q_bias, qkv.dtype)
             v_bias = ops.cast(self.v_bias, qkv.dtype)
             qkv = qkv + ops.concatenate([q_bias, ops.zeros_like(q_bias), v_bias])
-        # (B, N, 3, heads, head_dim): the layout keras.ops.dot_product_attention takes.
-        qkv = ops.reshape(qkv, (-1, num_tokens, 3, self.num_heads, self.head_dim))
-        query, key, value = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
+        qkv = ops.reshape(qkv, (-1, x.shape[1], 3, self.num_heads, self.head_dim))
+        return qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
+
+    def _probabilities(self, query, key):
+        """The softmax weights (B, heads, N, N) in float32."""
+        scale = ops.cast(self.head_dim**-0.5, query.dtype)
+        logits = ops.einsum("bqhd,bkhd->bhqk", query, key) * scale
+        return ops.softmax(ops.cast(logits, "float32"), axis=-1)
+
+    def call_with_weights(self, x):
+        """(output, weights): the inference output and the softmax weights (B, heads, N,
+        N, float32) it used, through an explicit softmax instead of the fused kernel, for
+        looking inside the model (`videomae_keras.intermediates`); `call` never pays for it."""
+        query, key, value = self._query_key_value(x)
+        probs = self._probabilities(query, key)
+        out = ops.einsum("bhqk,bkhd->bqhd", ops.cast(probs, value.dtype), value)
+        return self.proj(ops.reshape(out, (-1, x.shape[1], self.hidden_dim))), probs
+
+    def call(self, x, training=None):
+        num_tokens = x.shape[1]
+        query, key, value = self._query_key_value(x)
         scale = self.head_dim**-0.5
         if training and self.attention_dropout_rate > 0:
-            logits = ops.einsum("bqhd,bkhd->bhqk", query, key) * ops.cast(scale, query.dtype)
-            probs = ops.softmax(ops.cast(logits, "float32"), axis=-1)
+            probs = self._probabilities(query, key)
             probs = self.attention_dropout(ops.cast(probs, value.dtype), training=training)
             out = ops.einsum("bhqk,bkhd->bqhd", probs, value)
         elif self.flash_attention is not True and not fused_attention_is_fast():

@@ -62,14 +62,35 @@ class VideoMAEEncoder(TransformerStack):
             self.norm.build((None, None, self.hidden_dim))
 
     def call(self, video, visible_index=None, training=None):
+        x = self.call_blocks(self.embed(video, visible_index, training), training)
+        return x if self.norm is None else self.norm(x)
+
+    def embed(self, video, visible_index=None, training=None):
+        """The tokens entering the first block: tubelets embedded plus their positions (only
+        those at `visible_index` when given)."""
         if visible_index is None:
             x = self.pos_embed(self.patch_embed(video))
         else:
             num_tokens = self.patch_embed.compute_output_shape(video.shape)[1]
             x = self.patch_embed(video, token_index=visible_index)
             x = self.pos_embed(x, positions=visible_index, num_tokens=num_tokens)
-        x = self.call_blocks(self.pos_drop(x, training=training), training)
-        return x if self.norm is None else self.norm(x)
+        return self.pos_drop(x, training=training)
+
+    def intermediates(self, video, visible_index=None, attentions=True):
+        """(hidden_states, attentions) of an inference call: the embeddings and each
+        block's output (depth + 1 tensors (B, N, D), before the final norm, as transformers'
+        `output_hidden_states`), and each block's softmax weights (B, heads, N, N), or an
+        empty list with `attentions=False` (then the blocks run their usual kernels)."""
+        x = self.embed(video, visible_index)
+        hidden_states, weights = [x], []
+        for block in self.blocks:
+            if attentions:
+                x, block_weights = block.call_with_attention(x)
+                weights.append(block_weights)
+            else:
+                x = block(x)
+            hidden_states.append(x)
+        return hidden_states, weights
 
     def compute_output_spec(self, video, visible_index=None, training=None):
         if visible_index is not None:

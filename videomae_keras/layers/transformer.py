@@ -223,9 +223,19 @@ class TransformerBlock(keras.layers.Layer):
             return keras.remat(lambda x, masks: self._forward(x, True, masks))(x, masks)
         return keras.remat(lambda x: self._forward(x, True))(x)
 
-    def _forward(self, x, training, masks=None):
-        """The block; `masks` (2, B, 1, 1): stochastic-depth masks drawn beforehand."""
-        y = self.attn(self.norm1(x), training=training)
+    def call_with_attention(self, x):
+        """(output, attention weights (B, heads, N, N)) of an inference call."""
+        kept = []
+        return self._forward(x, False, keep_attention=kept), kept[0]
+
+    def _forward(self, x, training, masks=None, keep_attention=None):
+        """The block; `masks` (2, B, 1, 1): stochastic-depth masks drawn beforehand;
+        `keep_attention`: a list that gets the softmax weights (the explicit path)."""
+        if keep_attention is None:
+            y = self.attn(self.norm1(x), training=training)
+        else:
+            y, weights = self.attn.call_with_weights(self.norm1(x))
+            keep_attention.append(weights)
         if self.layer_scale_1 is not None:
             y = self.layer_scale_1(y)
         x = x + self._drop_path(y, training, masks, 0)
