@@ -44,10 +44,10 @@ def intermediates(model, video, bool_masked_pos=None, attentions=True, sampling_
     `model`: a VideoMAE backbone, classifier or pretraining model (its encoder runs).
     `video`: a video file (its centre clip, centre crop, sampled every `sampling_rate`
     frames, as `extract_features` takes it), or (B, T, H, W, C) clips normalised as the
-    model expects (what `videomae_keras.preprocess` gives). `bool_masked_pos`: optional (B, N) boolean
-    mask, True = hidden, the same count in every sample: only the visible tokens enter the
-    blocks, as in transformers' `VideoMAEModel`. `attentions=False` skips the weights
-    (they take B x heads x N^2 floats per block: 1.4 GB for ViT-B on one 16 x 224^2 clip).
+    model expects (what `videomae_keras.preprocess` gives). `bool_masked_pos`: optional
+    (B, N) boolean mask, True = hidden, the same count in every sample: only the visible
+    tokens enter the blocks, as in transformers' `VideoMAEModel`. `attentions=False` skips
+    the weights (B x heads x N^2 floats per block: 1.4 GB for ViT-B on one 16 x 224^2 clip).
     Returns `Intermediates`, as float32 numpy arrays.
     """
     encoder = getattr(model, "encoder", None)
