@@ -216,8 +216,45 @@ def test_reconstruct_rejects_a_classifier(fixtures, capsys, tmp_path):
     assert not list(tmp_path.iterdir())
 
 
+def test_explain_writes_the_pictures_and_names_the_class(capsys, tmp_path):
+    from videomae_keras.demo import demo_files
+
+    code, out, err = run(capsys, "explain", demo_files()["clip"], "--weights",
+                         demo_files()["classifier"], "--out", tmp_path, "--quiet",
+                         "--sampling-rate", "2")
+    assert code == 0, err
+    names = ["demo_clip.gradcam.gif", "demo_clip.gradcam.mp4", "demo_clip.gradcam.png"]
+    assert sorted(os.listdir(tmp_path)) == names
+    assert "moving right" in out and "gradcam" in out
+    code, out, err = run(capsys, "explain", demo_files()["clip"], "--weights",
+                         demo_files()["classifier"], "--out", tmp_path, "--quiet", "--json",
+                         "--method", "rollout", "--target", "moving up", "--no-gif", "--no-mp4",
+                         "--sampling-rate", "2")
+    assert code == 0, err
+    report = json.loads(out)
+    assert report["label"] == "moving up" and report["target"] == 3
+    assert [os.path.basename(f) for f in report["files"]] == ["demo_clip.rollout.png"]
+    # nothing is overwritten unasked, and a wrong class is one line
+    code, _, err = run(capsys, "explain", demo_files()["clip"], "--weights",
+                       demo_files()["classifier"], "--out", tmp_path, "--quiet")
+    assert code == 2 and "--overwrite" in err and "Traceback" not in err
+    code, _, err = run(capsys, "explain", demo_files()["clip"], "--weights",
+                       demo_files()["classifier"], "--out", tmp_path / "new", "--quiet",
+                       "--target", "flying")
+    assert code == 2 and "not a class name" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "new").exists()
+
+
+def test_explain_rejects_a_pretrainer(fixtures, capsys, tmp_path):
+    code, _, err = run(capsys, "explain", fixtures["mp4"], "--weights",
+                       fixtures["pretrainer"], "--out", tmp_path, "--quiet")
+    assert code == 2 and "needs a classifier" in err
+    assert not list(tmp_path.iterdir())
+
+
 @pytest.mark.parametrize("command, words", [
     ("predict", ["--weights", "--views", "--top-k", "--json", "5x3"]),
+    ("explain", ["--target", "--method", "rollout", "gradcam", "--no-mp4"]),
     ("features", ["--out", "--no-tokens", "--views"]),
     ("reconstruct", ["--mask-ratio", "--no-gif", "official visualisation"]),
 ])

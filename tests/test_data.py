@@ -79,6 +79,22 @@ def test_synthetic_data_set(synthetic):
 
 
 @pytest.mark.parametrize("label", range(4))
+def test_synthetic_shape_mask_covers_the_shape_and_changes_nothing(label):
+    """`return_mask` gives the same clip and, per frame, the pixels that differ from the
+    background (the shape's, up to its anti-aliased rim)."""
+    from videomae_keras.data.synthetic import _background
+
+    clip = render_clip(label, np.random.default_rng(5), frames=12)
+    same, mask = render_clip(label, np.random.default_rng(5), frames=12, return_mask=True)
+    np.testing.assert_array_equal(clip, same)
+    assert mask.shape == clip.shape[:3] and mask.dtype == bool
+    background = _background(np.random.default_rng(5), *clip.shape[1:3]).astype(int)
+    changed = np.abs(clip.astype(int) - background).sum(-1) > 30
+    overlap = (changed & mask).sum() / np.maximum((changed | mask).sum(), 1)
+    assert overlap > 0.9, overlap  # 0.94 and up: the anti-aliased rim is half in, half out
+
+
+@pytest.mark.parametrize("label", range(4))
 @pytest.mark.parametrize("seed", range(3))
 def test_synthetic_motion_direction(label, seed):
     """The shape's visible part moves the way the class says, by about its path's length."""

@@ -56,3 +56,11 @@ def test_the_install_section_gives_the_ci_command_and_the_cpu_wheel():
         install = [line for line in f if line.startswith("pip install")]
     assert install and all(line.strip() in readme for line in install)
     assert 'pip install "torch==2.13.0" --index-url https://download.pytorch.org/whl/cpu' in readme
+
+
+def test_every_picture_the_readme_shows_is_in_the_repository():
+    text = open(os.path.join(ROOT, "README.md")).read()
+    pictures = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", text)
+    assert pictures
+    for path in pictures:
+        assert os.path.isfile(os.path.join(ROOT, path)), path

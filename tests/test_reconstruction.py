@@ -78,7 +78,8 @@ def test_png_and_gif(pretrained, tmp_path):
     """Pictures a person can read: 32-pixel frames enlarged to 128 (nearest neighbour), the
     row names in a margin of their own (every frame pixel shown as it is), and a GIF with
     the three named rows."""
-    from videomae_keras.reconstruction import GAP, _to_uint8
+    from videomae_keras.pictures import GAP
+    from videomae_keras.pictures import to_uint8 as _to_uint8
 
     _, folder, video = pretrained
     result = reconstruct_video(from_pretrained(folder), video)

@@ -30,6 +30,7 @@ _EXPORTS = {
     **dict.fromkeys(["extract_features", "optimize_for_inference", "predict_video"],
                     "videomae_keras.inference"),
     **dict.fromkeys(["Intermediates", "intermediates"], "videomae_keras.internals"),
+    **dict.fromkeys(["Explanation", "explain_video"], "videomae_keras.explain"),
     "reconstruct_video": "videomae_keras.reconstruction",
     "sample_video": "videomae_keras.demo",
     **dict.fromkeys(["VideoError", "VideoReader", "preprocess", "read_video"],

@@ -103,6 +103,32 @@ def no_gradients():
         yield
 
 
+def value_and_gradient(fn, x):
+    """(fn(x), d fn(x) / d x) for a scalar-valued `fn` of one tensor, through the backend's
+    own autodiff (jax.value_and_grad, tf.GradientTape, torch.autograd); `fn` may call Keras
+    layers."""
+    backend = keras.backend.backend()
+    if backend == "jax":
+        import jax
+
+        return jax.value_and_grad(fn)(x)
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        x = tf.convert_to_tensor(x)
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            value = fn(x)
+        return value, tape.gradient(value, x)
+    import torch
+
+    x = x.detach().requires_grad_(True)
+    with torch.enable_grad():
+        value = fn(x)
+        (gradient,) = torch.autograd.grad(value, x)
+    return value.detach(), gradient
+
+
 def slow_int8_note():
     """One line saying that int8 will not run faster than float32 on this backend and
     device, and which path does; None where int8 has a fast kernel (torch on the CPU; jax

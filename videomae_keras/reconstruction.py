@@ -9,14 +9,20 @@ predicted. A model trained on plain pixels (`norm_pix_loss=False`) is drawn as p
 """
 
 import dataclasses
-import os
 
 import numpy as np
 
-from videomae_keras.atomic import atomic_output
 from videomae_keras.inference import load_views, model_clip_shape
 from videomae_keras.masking import mask_with_count
 from videomae_keras.patches import patch_statistics, patchify, unpatchify
+from videomae_keras.pictures import (
+    enlarge as _enlarge,
+    gapped as _gapped,
+    labelled as _labelled,
+    save_gif,
+    save_png,
+    to_uint8 as _to_uint8,
+)
 from videomae_keras.video.preprocess import unnormalize
 
 MASK_GREY = 0.5
@@ -79,89 +85,12 @@ class Reconstruction:
 
     def save_png(self, path, overwrite=False, frame_step=None):
         """Writes `grid()` as a PNG (atomically); returns the path."""
-        from PIL import Image
-
-        path = os.fspath(path)
-        with atomic_output(path, overwrite=overwrite, suffix=".png") as temp:
-            Image.fromarray(self.grid(frame_step)).save(temp, format="PNG")
-        return path
+        return save_png(self.grid(frame_step), path, overwrite)
 
     def save_gif(self, path, overwrite=False, fps=4.0):
         """Writes an animated GIF of `animation_frames()` (atomically), looping; returns the
         path."""
-        from PIL import Image
-
-        path = os.fspath(path)
-        images = [Image.fromarray(f) for f in self.animation_frames()]
-        with atomic_output(path, overwrite=overwrite, suffix=".gif") as temp:
-            images[0].save(temp, format="GIF", save_all=True, append_images=images[1:],
-                           duration=int(round(1000 / fps)), loop=0)
-        return path
-
-
-# Pictures: frames enlarged to at least this many pixels on their short side, rows named in
-# a margin of their own, white gaps between frames and rows.
-MIN_FRAME_SIDE = 128
-GAP = 4
-MARGIN_COLOUR = 255
-TEXT_COLOUR = (20, 20, 20)
-
-
-def _enlarge(frames):
-    """(T, H, W, 3) uint8 frames repeated by a whole factor (nearest neighbour) so that the
-    short side reaches MIN_FRAME_SIDE; frames that large already are returned as they are."""
-    factor = -(-MIN_FRAME_SIDE // min(frames.shape[1:3]))
-    if factor <= 1:
-        return frames
-    return np.repeat(np.repeat(frames, factor, axis=1), factor, axis=2)
-
-
-def _gapped(images, axis=1):
-    """Images side by side (axis 1) or stacked (axis 0) with white gaps between them."""
-    out = []
-    for i, image in enumerate(images):
-        if i:
-            shape = list(image.shape)
-            shape[axis] = GAP
-            out.append(np.full(shape, MARGIN_COLOUR, np.uint8))
-        out.append(image)
-    return np.concatenate(out, axis=axis)
-
-
-def _font(size):
-    from PIL import ImageFont
-
-    try:
-        return ImageFont.load_default(size=size)  # a scalable font (Pillow >= 10.1)
-    except TypeError:
-        return ImageFont.load_default()
-
-
-def _labelled(rows, names):
-    """Rows stacked with gaps; with `names`, each row's name written in a white margin to
-    the left of the row, centred on it, never over the frames."""
-    if names is None:
-        return _gapped(rows, axis=0)
-    from PIL import Image, ImageDraw
-
-    height = min(row.shape[0] for row in rows)
-    font = _font(max(12, min(22, height // 6)))
-    width = max(ImageDraw.Draw(Image.new("RGB", (1, 1))).textbbox((0, 0), name, font=font)[2]
-                for name in names) + 2 * GAP + 8
-    labelled = []
-    for row, name in zip(rows, names):
-        margin = Image.new("RGB", (width, row.shape[0]), (MARGIN_COLOUR,) * 3)
-        draw = ImageDraw.Draw(margin)
-        box = draw.textbbox((0, 0), name, font=font)
-        draw.text((GAP + 4, (row.shape[0] - (box[3] + box[1])) // 2), name, font=font,
-                  fill=TEXT_COLOUR)
-        gap = np.full((row.shape[0], GAP, 3), MARGIN_COLOUR, np.uint8)
-        labelled.append(np.concatenate([np.asarray(margin), gap, row], axis=1))
-    return _gapped(labelled, axis=0)
-
-
-def _to_uint8(frames):
-    return (np.clip(frames, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+        return save_gif(self.animation_frames(), path, overwrite, fps)
 
 
 def reconstruct_video(

@@ -8,7 +8,7 @@ import argparse
 import importlib
 
 # command modules, in the order `--help` lists them
-MODULES = ("port", "predict", "features", "reconstruct", "demo", "pretrain", "finetune",
+MODULES = ("port", "predict", "features", "reconstruct", "explain", "demo", "pretrain", "finetune",
            "make_synthetic", "plan")
 
 

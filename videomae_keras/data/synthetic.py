@@ -8,6 +8,7 @@ import cv2
 import numpy as np
 
 from videomae_keras.atomic import atomic_output
+from videomae_keras.pictures import save_mp4
 
 MOTION_CLASSES = ("moving right", "moving left", "moving down", "moving up")
 _DIRECTIONS = ((1, 0), (-1, 0), (0, 1), (0, -1))
@@ -42,9 +43,11 @@ def _start(rng, extent, direction, radius, travel):
     return rng.uniform(low, high)
 
 
-def render_clip(label, rng, frames=32, height=48, width=64):
+def render_clip(label, rng, frames=32, height=48, width=64, return_mask=False):
     """(frames, H, W, 3) uint8 RGB: a disc or square of random colour crossing a textured
-    background (colour gratings) in direction `label` (see MOTION_CLASSES).
+    background (colour gratings) in direction `label` (see MOTION_CLASSES). With
+    `return_mask`, (clip, mask): mask (frames, H, W) bool is True on the shape (the same
+    random draws either way, so a clip is the same with or without its mask).
 
     The shape is large (radius 12-17 px, moving 0.8-1.6 px per frame): whatever patches a
     tube mask hides, parts of it stay visible in most frames, so a reconstruction model can
@@ -61,27 +64,23 @@ def render_clip(label, rng, frames=32, height=48, width=64):
     colour = tuple(int(c) for c in np.where(rng.random(3) < 0.5, rng.integers(0, 40, 3),
                                             rng.integers(216, 256, 3)))
     square = rng.random() < 0.5
-    clip = []
+    clip, masks = [], []
     for t in range(frames):
-        frame = background.copy()
+        frame, mask = background.copy(), np.zeros((height, width), np.uint8)
         x, y = int(round(x0 + dx * speed * t)), int(round(y0 + dy * speed * t))
-        if square:
-            cv2.rectangle(frame, (x - radius, y - radius), (x + radius, y + radius), colour, -1)
-        else:
-            cv2.circle(frame, (x, y), radius, colour, -1, cv2.LINE_AA)
+        for canvas, fill in ((frame, colour), (mask, 255)):
+            if square:
+                cv2.rectangle(canvas, (x - radius, y - radius), (x + radius, y + radius),
+                              fill, -1)
+            else:
+                cv2.circle(canvas, (x, y), radius, fill, -1, cv2.LINE_AA)
         clip.append(frame)
-    return np.stack(clip)
+        masks.append(mask >= 128)
+    return (np.stack(clip), np.stack(masks)) if return_mask else np.stack(clip)
 
 
 def _write(path, frames, fps=25):
-    with atomic_output(path, overwrite=True, suffix=".mp4") as temp:
-        writer = cv2.VideoWriter(temp, cv2.VideoWriter_fourcc(*"mp4v"), fps,
-                                 (frames.shape[2], frames.shape[1]))
-        if not writer.isOpened():
-            raise RuntimeError("OpenCV cannot write mp4v videos here.")
-        for frame in frames:
-            writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
-        writer.release()
+    save_mp4(frames, path, overwrite=True, fps=fps)
 
 
 def make_synthetic_dataset(folder, train_per_class=64, val_per_class=16, frames=32,

@@ -228,13 +228,21 @@ class TransformerBlock(keras.layers.Layer):
         kept = []
         return self._forward(x, False, keep_attention=kept), kept[0]
 
-    def _forward(self, x, training, masks=None, keep_attention=None):
+    def call_with_attention_input(self, x, attention_input):
+        """The inference output with `attention_input` standing in for `norm1(x)` (the
+        residual still carries `x`): gradients at the attention's input, Grad-CAM's usual
+        layer in a ViT, go through this."""
+        return self._forward(x, False, attention_input=attention_input)
+
+    def _forward(self, x, training, masks=None, keep_attention=None, attention_input=None):
         """The block; `masks` (2, B, 1, 1): stochastic-depth masks drawn beforehand;
-        `keep_attention`: a list that gets the softmax weights (the explicit path)."""
+        `keep_attention`: a list that gets the softmax weights (the explicit path);
+        `attention_input`: what the attention takes instead of norm1(x)."""
+        normed = self.norm1(x) if attention_input is None else attention_input
         if keep_attention is None:
-            y = self.attn(self.norm1(x), training=training)
+            y = self.attn(normed, training=training)
         else:
-            y, weights = self.attn.call_with_weights(self.norm1(x))
+            y, weights = self.attn.call_with_weights(normed)
             keep_attention.append(weights)
         if self.layer_scale_1 is not None:
             y = self.layer_scale_1(y)
