@@ -121,3 +121,37 @@ def captioned(picture, text):
     strip = Image.new("RGB", (picture.shape[1], size + 4 * GAP), (MARGIN_COLOUR,) * 3)
     ImageDraw.Draw(strip).text((GAP + 4, 2 * GAP), text, font=face, fill=TEXT_COLOUR)
     return np.concatenate([np.asarray(strip), picture], axis=0)
+
+
+TIMELINE_ROW = 28  # pixels per class row
+TIMELINE_WIDTH = 720  # the strip's width at least, whatever the number of windows
+
+
+def timeline_picture(values, names, start_seconds, end_seconds):
+    """uint8 picture of `values` (rows, windows) in [0, 1]: one strip per row, white at 0 and
+    dark blue at 1, named in a left margin, with the windows' start times in seconds below."""
+    from PIL import Image, ImageDraw
+
+    values = np.clip(np.asarray(values, np.float32), 0.0, 1.0)
+    windows = values.shape[1]
+    cell = max(1, -(-TIMELINE_WIDTH // max(windows, 1)))
+    dark = np.array([20, 60, 160], np.float32)
+    rows = []
+    for row in values:
+        colours = 255.0 + row[:, None] * (dark - 255.0)  # (windows, 3)
+        strip = np.repeat(colours[None], TIMELINE_ROW, axis=0)
+        rows.append(np.repeat(strip, cell, axis=1).round().astype(np.uint8))
+    picture = labelled(rows, list(names))
+    margin = picture.shape[1] - rows[0].shape[1]
+    face = scalable_font(12)
+    axis = Image.new("RGB", (picture.shape[1], 24), (MARGIN_COLOUR,) * 3)
+    draw = ImageDraw.Draw(axis)
+    starts = np.asarray(start_seconds, np.float64)
+    known = np.isfinite(starts).all()
+    ticks = np.unique(np.linspace(0, windows - 1, min(windows, 6)).round().astype(int))
+    for w in ticks:
+        text = f"{starts[w]:.1f} s" if known else f"#{w}"
+        x = margin + w * cell
+        draw.line([(x, 0), (x, 5)], fill=TEXT_COLOUR)
+        draw.text((min(x, picture.shape[1] - 40), 7), text, font=face, fill=TEXT_COLOUR)
+    return np.concatenate([picture, np.asarray(axis)], axis=0)

@@ -96,6 +96,33 @@ def add_view_arguments(parser, views_help):
     parser.add_argument("--batch-size", type=POSITIVE, default=4, help="views per model call")
 
 
+def add_window_arguments(parser):
+    """Sliding windows over the whole video (features and predict --over-time)."""
+    group = parser.add_argument_group(
+        "windows over time", "one clip per sliding window of sampled frames (every "
+        "--sampling-rate-th frame), decoded as a stream")
+    group.add_argument("--window", type=POSITIVE, metavar="FRAMES",
+                       help="window length in sampled frames (default: the model's clip)")
+    group.add_argument("--stride", type=POSITIVE, metavar="FRAMES",
+                       help="sampled frames between window starts (default: half a window)")
+    group.add_argument("--window-seconds", type=POSITIVE_FLOAT, metavar="S",
+                       help="window length in seconds instead")
+    group.add_argument("--stride-seconds", type=POSITIVE_FLOAT, metavar="S",
+                       help="seconds between window starts instead")
+
+
+def window_options(args):
+    """The window arguments given, as keywords of features_over_time / predict_over_time;
+    {} when none is."""
+    names = ("window", "stride", "window_seconds", "stride_seconds")
+    given = {n: getattr(args, n) for n in names if getattr(args, n, None) is not None}
+    if given.get("window") and given.get("window_seconds"):
+        raise UsageError("give --window or --window-seconds, not both")
+    if given.get("stride") and given.get("stride_seconds"):
+        raise UsageError("give --stride or --stride-seconds, not both")
+    return given
+
+
 class UsageError(Exception):
     pass
 

@@ -220,6 +220,35 @@ class VideoReader:
                     ) from None
         return to_rgb(frames)[inverse]
 
+    def iter_frames(self, indices, chunk=16):
+        """Yields (index, frame) for ascending `indices`, decoding front to back and holding
+        at most `chunk` frames: memory does not grow with the video's length. A stream that
+        ends before a requested index (a header that over-counts) just stops there."""
+        indices = np.unique(np.asarray(indices, dtype=np.int64).reshape(-1))
+        if indices.size and indices[0] < 0:
+            raise IndexError(f"{self.path}: frame indices must not be negative.")
+        stream = getattr(self._impl, "iter_frames", None)
+        if stream is not None:
+            try:
+                for index, frame in stream(indices[indices < self.num_frames]):
+                    yield index, to_rgb(frame[None])[0]
+            except _StreamEnded as e:
+                self._impl.num_frames = e.decoded
+            return
+        for start in range(0, indices.size, chunk):
+            part = indices[start:start + chunk]
+            part = part[part < self.num_frames]
+            if part.size == 0:
+                return
+            try:
+                frames = self.read(part)
+            except IndexError:  # the true length was found: what is left of it
+                part = part[part < self.num_frames]
+                if part.size == 0:
+                    return
+                frames = self.read(part)
+            yield from zip(part.tolist(), frames)
+
     def read_all(self):
         """Every frame that decodes, (len, H, W, 3) uint8 RGB."""
         return self.read_clip(np.arange(self.num_frames), replan=np.arange)
@@ -460,6 +489,26 @@ class _PyAV:
         if index < last:
             raise _StreamEnded(index + 1)
         return np.stack(out)
+
+    def iter_frames(self, indices):
+        """One pass from the start, yielding the wanted frames as they are decoded."""
+        import av
+
+        wanted = set(int(i) for i in indices)
+        last = int(indices[-1]) if len(indices) else -1
+        self.container.seek(0)
+        index = -1
+        try:
+            for index, frame in enumerate(self.container.decode(self.container.streams.video[0])):
+                if index in wanted:
+                    yield index, frame.to_ndarray(format="rgb24")
+                if index >= last:
+                    return
+        except av.error.InvalidDataError:
+            if index < 0:
+                raise
+        if index < last:
+            raise _StreamEnded(index + 1)
 
     def close(self):
         self.container.close()
