@@ -16,7 +16,7 @@ from videomae_keras.demo import demo_files
 pytestmark = pytest.mark.backend_independent
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 COMMANDS = ("port", "predict", "features", "reconstruct", "explain", "demo", "pretrain", "finetune",
-            "make-synthetic")
+            "make-synthetic", "probe")
 
 
 def _python(code, **env):

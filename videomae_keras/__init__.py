@@ -31,6 +31,8 @@ _EXPORTS = {
                     "videomae_keras.inference"),
     **dict.fromkeys(["Intermediates", "intermediates"], "videomae_keras.internals"),
     **dict.fromkeys(["Explanation", "explain_video"], "videomae_keras.explain"),
+    **dict.fromkeys(["features_over_time", "predict_over_time"], "videomae_keras.over_time"),
+    **dict.fromkeys(["ProbeResult", "linear_probe"], "videomae_keras.probe"),
     "reconstruct_video": "videomae_keras.reconstruction",
     "sample_video": "videomae_keras.demo",
     **dict.fromkeys(["VideoError", "VideoReader", "preprocess", "read_video"],

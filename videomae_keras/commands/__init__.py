@@ -9,7 +9,7 @@ import importlib
 
 # command modules, in the order `--help` lists them
 MODULES = ("port", "predict", "features", "reconstruct", "explain", "demo", "pretrain", "finetune",
-           "make_synthetic", "plan")
+           "make_synthetic", "plan", "probe")
 
 
 def build_parser():
