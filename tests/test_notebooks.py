@@ -12,7 +12,7 @@ nbclient = pytest.importorskip("nbclient")
 from conftest import BACKEND  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-NOTEBOOKS = ["inference.ipynb", "reconstruction.ipynb", "finetuning.ipynb"]
+NOTEBOOKS = ["inference.ipynb", "reconstruction.ipynb", "finetuning.ipynb", "explain.ipynb"]
 
 
 @pytest.mark.backend_independent
@@ -34,6 +34,13 @@ def test_notebook_runs(name, tmp_path, monkeypatch):
         assert "(5x3 views, dense)" in outputs and "pooled (1, 64)" in outputs
     elif name == "finetuning.ipynb":
         assert "validation top-1:" in outputs and "true class:" in outputs
+    elif name == "explain.ipynb":
+        for picture in ("gradcam.png", "gradcam.gif", "rollout.png", "timeline.png"):
+            assert (tmp_path / picture).exists(), picture
+        shown = [out for cell in notebook.cells if cell.cell_type == "code"
+                 for out in cell.get("outputs", []) if "image/png" in out.get("data", {})]
+        assert len(shown) == 3
+        assert "rows sum to 1: True" in outputs and "fine-tuned encoder: linear probe" in outputs
     else:
         assert (tmp_path / "reconstruction.png").exists()
         assert (tmp_path / "reconstruction.gif").exists()

@@ -6,12 +6,16 @@ rollout or by Grad-CAM on the last block, upsampled and laid over the clip's fra
   mean-pool every token, so the relevance of token j is the mean over output positions of
   column j (1/N 1^T A_L ... A_1, computed as a vector from the top down); first-token
   classifiers read row 0. It does not depend on the class.
-- Grad-CAM (Selvaraju et al. 2017) on tokens: A = the last block's attention input (its
-  norm1 output, the layer pytorch-grad-cam takes for ViTs), alpha = the gradient of the
-  class's logit at A averaged over tokens, map = ReLU(A alpha). (At the encoder's output
-  every token gets the same gradient under mean pooling; the tokens entering the block,
-  before norm1, gave maps that avoided the moving shape on the demo clips: 0.48x its share
-  of the frame, against 1.5x here.) Gradients come from the backend's own autodiff.
+- Grad-CAM (Selvaraju et al. 2017) in its element-wise form (pytorch-grad-cam's
+  GradCAMElementWise) on tokens: A = the last block's attention input (its norm1 output,
+  the layer pytorch-grad-cam takes for ViTs), G = the gradient of the class's logit at A,
+  map_i = sum_k ReLU(G_ik A_ik). Gradients come from the backend's own autodiff.
+  Measured on the synthetic clips (mass on the moving shape over its share of the frame):
+  the classic form, ReLU(A mean_i(G)), gave the demo classifier 1.52 but three random-weight
+  models 1.15-1.80 on jax: it follows salient shapes whatever the weights. The element-wise
+  form gives 1.31 against 0.89-1.21 for random weights on every backend. At the encoder's
+  output every token gets the same gradient under mean pooling; before norm1 the classic
+  map avoided the shape (0.48).
 """
 
 import dataclasses
@@ -205,8 +209,8 @@ def _rollout(model, clip):
 
 
 def _gradcam(model, clip, index):
-    """(N,) Grad-CAM relevance for class `index` at the last block's attention input (its
-    norm1 output, the layer pytorch-grad-cam takes for ViTs)."""
+    """(N,) element-wise Grad-CAM relevance for class `index` at the last block's attention
+    input (its norm1 output, the layer pytorch-grad-cam takes for ViTs)."""
     encoder = model.encoder
     last = encoder.blocks[-1]
     with kernels.no_gradients():
@@ -221,8 +225,8 @@ def _gradcam(model, clip, index):
 
     _, gradient = kernels.value_and_gradient(score, tokens)
     tokens = keras.ops.convert_to_numpy(tokens)[0].astype(np.float64)
-    weights = keras.ops.convert_to_numpy(gradient)[0].astype(np.float64).mean(axis=0)
-    return np.maximum(tokens @ weights, 0.0)
+    gradient = keras.ops.convert_to_numpy(gradient)[0].astype(np.float64)
+    return np.maximum(tokens * gradient, 0.0).sum(axis=1)
 
 
 def _logits_from_tokens(model, tokens):
