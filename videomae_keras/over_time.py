@@ -153,10 +153,11 @@ def _run_windows(model, extractor, video, window, stride, window_seconds, stride
             count = len(numbers)
             if count < batch_size:  # a full batch, so a jitted model compiles once
                 clips = np.concatenate([clips, np.repeat(clips[-1:], batch_size - count, 0)])
-            result = model.predict_on_batch(clips) if extractor is None else \
-                extractor.predict_on_batch(clips)
-            outputs.append(result if extractor is None else result["pooled"])
-            outputs[-1] = np.asarray(outputs[-1], np.float32)[:count]
+            if extractor is None:
+                result = model.predict_on_batch(clips)
+            else:
+                result = extractor.predict_on_batch(clips)["pooled"]
+            outputs.append(np.asarray(result, np.float32)[:count])
             done += count
             bar.update(count)
     finally:
