@@ -1,9 +1,9 @@
 #!/usr/bin/env python
 """The whole benchmark suite in one command: model speed and memory (speed.py), int8
 accuracy (quantize.py), pre-processing (preprocess.py), eager torch's per-block dispatch
-cost (dispatch.py), checkpoint loading (load.py), `videomae-keras predict` end to end
-(predict_e2e.py) and ONNX Runtime float32 and int8 (onnx_runtime.py), each side by side
-with transformers, then the tables into
+cost (dispatch.py), the fixed cost of one call (call_overhead.py), checkpoint loading
+(load.py), `videomae-keras predict` end to end (predict_e2e.py) and ONNX Runtime float32
+and int8 (onnx_runtime.py), each side by side with transformers, then the tables into
 bench/results/SUMMARY.md and the README.
 
 Usage: python bench/run_all.py [--quick] [--no-readme]
@@ -75,6 +75,7 @@ def main():
         _run("quantize.py", ["--clips", "64"] if args.quick else [])
         _run("preprocess.py", ["--repeats", "5"] if args.quick else [])
         _run("dispatch.py", ["--repeats", "50"] if args.quick else [])
+        _run("call_overhead.py", ["--repeats", "50"] if args.quick else [])
         _run("load.py", ["--sizes", "B"] if args.quick else [])
         _run("predict_e2e.py", ["--repeats", "1"] if args.quick else [])
         _run("onnx_runtime.py", ["--no-readme"] + (["--batches", "1", "--repeats", "3",
@@ -90,6 +91,7 @@ def main():
         _run("load.py", ["--readme"])  # its own block: loading memory and time
         _run("predict_e2e.py", ["--readme"])  # and end to end: predict
         _run("onnx_runtime.py", ["--readme"])  # and ONNX Runtime
+        _run("call_overhead.py", ["--readme"])  # and the fixed cost of a call
     print(text)
     print(f"written: bench/results/SUMMARY.md{'' if args.no_readme else ' and README.md'}")
 

@@ -200,3 +200,18 @@ def test_results_record_the_command_without_this_machines_paths(monkeypatch):
                                       "--sizes", "B", "--fixtures", "/somewhere/fx",
                                       "--out=/else/where.json"])
     assert _common.command() == "python bench/load.py --sizes B --fixtures DIR --out=DIR"
+
+
+def test_call_overhead_table_shows_milliseconds_and_ratios():
+    import call_overhead
+
+    payload = {"rows": [
+        {"case": "12 blocks", "blocks": 12, "variant": "transformers", "backend": "transformers",
+         "seconds": 0.004},
+        {"case": "12 blocks", "blocks": 12, "variant": "jax", "backend": "jax",
+         "seconds": 0.003},
+        {"case": "12 blocks", "blocks": 12, "variant": "torch", "backend": "torch",
+         "error": "exit 1: boom"}]}
+    _common.add_ratios(payload["rows"])
+    text = call_overhead.render(payload)
+    assert "| 12 | jax | 3 | 0.75 |" in text and "exit 1: boom" in text

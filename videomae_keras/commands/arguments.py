@@ -96,6 +96,21 @@ def add_view_arguments(parser, views_help):
     parser.add_argument("--batch-size", type=POSITIVE, default=4, help="views per model call")
 
 
+def registered_labels(model, label_map):
+    """The labels argument for a model loaded by `load_weights`: None (the model's own class
+    names, or the shipped map by head size), the registered checkpoint's shipped label map,
+    or False (indices) for a label space the package does not ship (e.g. Kinetics-710)."""
+    from videomae_keras import presets
+
+    if not label_map or getattr(model, "class_names", None):
+        return None
+    try:
+        presets.labels(label_map)
+    except KeyError:
+        return False
+    return label_map
+
+
 def add_window_arguments(parser):
     """Sliding windows over the whole video (features and predict --over-time)."""
     group = parser.add_argument_group(

@@ -10,6 +10,7 @@ from videomae_keras.commands.arguments import (
     add_weights_arguments,
     check_videos,
     load_weights,
+    registered_labels,
 )
 
 NAME = "explain"
@@ -53,8 +54,9 @@ def run(args):
         check_writable(paths[kind], args.overwrite)
     stages = Stages(3, enabled=not args.quiet)
     model, label_map = load_weights(args, stages)
+    labels = registered_labels(model, label_map)
     result = stages.run(f"explaining {args.video}", explain_video, model, args.video,
-                        target=args.target, method=args.method, labels=label_map,
+                        target=args.target, method=args.method, labels=labels,
                         sampling_rate=args.sampling_rate, backend=args.decoder)
     written, skipped = [], []
 

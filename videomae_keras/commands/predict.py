@@ -13,6 +13,7 @@ from videomae_keras.commands.arguments import (
     check_videos,
     each_video,
     load_weights,
+    registered_labels,
     UsageError,
     window_options,
 )
@@ -45,7 +46,6 @@ def add_arguments(parser):
 
 
 def run(args):
-    from videomae_keras import presets
     from videomae_keras.inference import predict_video
     from videomae_keras.progress import Stages
 
@@ -58,13 +58,7 @@ def run(args):
     pictures = _timeline_paths(args) if args.over_time else None
     stages = Stages(1 + len(args.videos), enabled=not args.quiet)
     model, label_map = load_weights(args, stages)
-    labels = args.labels
-    if labels is None and label_map and not getattr(model, "class_names", None):
-        try:
-            presets.labels(label_map)
-            labels = label_map
-        except KeyError:
-            labels = False  # a label space we do not ship (e.g. Kinetics-710): indices
+    labels = args.labels if args.labels is not None else registered_labels(model, label_map)
     if args.over_time:
         return _over_time(args, model, stages, labels, windows, pictures)
     outcomes = each_video(
