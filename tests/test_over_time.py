@@ -93,16 +93,19 @@ def test_predictions_over_time_and_their_timeline(demo, tmp_path):
 
 @pytest.mark.backend_independent
 def test_memory_does_not_grow_with_the_video(tmp_path):
-    """A 96-second 320x240 video (553 MB of decoded frames) goes through in a child process
-    whose peak memory while it runs stays a small fraction of that."""
+    """A 96-second 320x240 video (527 MiB of decoded frames) goes through in a child process
+    at about the peak memory of a 12-second one: the stream keeps a window, not the video."""
     frames = moving_frames(48, 240, 320)
-    path = str(tmp_path / "long.mp4")
-    writer = cv2.VideoWriter(path, cv2.VideoWriter_fourcc(*"mp4v"), 25.0, (320, 240))
-    for i in range(2400):
-        writer.write(cv2.cvtColor(frames[i % 48], cv2.COLOR_RGB2BGR))
-    writer.release()
+    paths = {}
+    for name, count in (("short", 300), ("long", 2400)):
+        paths[name] = str(tmp_path / f"{name}.mp4")
+        writer = cv2.VideoWriter(paths[name], cv2.VideoWriter_fourcc(*"mp4v"), 25.0,
+                                 (320, 240))
+        for i in range(count):
+            writer.write(cv2.cvtColor(frames[i % 48], cv2.COLOR_RGB2BGR))
+        writer.release()
     code = textwrap.dedent(f"""
-        import json, sys
+        import json
         import videomae_keras as vk
         from videomae_keras.demo import demo_files
         from videomae_keras.over_time import features_over_time
@@ -113,21 +116,27 @@ def test_memory_does_not_grow_with_the_video(tmp_path):
                     return int(line.split()[1]) / 1024
 
         model = vk.from_pretrained(demo_files()["classifier"])
-        features_over_time(model, {path!r}, sampling_rate=4, stride=16)  # warm up
-        open("/proc/self/clear_refs", "w").write("5")
-        base = status("VmRSS")
-        result = features_over_time(model, {path!r}, sampling_rate=4, stride=16)
-        print(json.dumps({{"peak_mb": status("VmHWM") - base,
-                          "windows": len(result.embeddings)}}))
+        features_over_time(model, {paths["short"]!r}, sampling_rate=4, stride=16)  # warm up
+        answer = {{}}
+        for name, path in (("short", {paths["short"]!r}), ("long", {paths["long"]!r})):
+            open("/proc/self/clear_refs", "w").write("5")
+            base = status("VmRSS")
+            result = features_over_time(model, path, sampling_rate=4, stride=16)
+            answer[name] = {{"peak_mb": status("VmHWM") - base,
+                            "windows": len(result.embeddings)}}
+        print(json.dumps(answer))
     """)
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          timeout=600, env=dict(os.environ, PYTHONPATH=ROOT))
     assert run.returncode == 0, run.stderr[-2000:]
     answer = json.loads(run.stdout.strip().splitlines()[-1])
-    assert answer["windows"] == (600 - 16) // 16 + 1
+    assert answer["long"]["windows"] == (600 - 16) // 16 + 1
     decoded_mb = 2400 * 240 * 320 * 3 / 2**20
-    print(f"peak {answer['peak_mb']:.1f} MiB over {decoded_mb:.0f} MiB of decoded frames")
-    assert answer["peak_mb"] < decoded_mb / 8, answer
+    print(f"peak {answer['long']['peak_mb']:.1f} MiB for the 96 s video "
+          f"({decoded_mb:.0f} MiB decoded), {answer['short']['peak_mb']:.1f} MiB for 12 s")
+    # growing with the video would add ~460 MiB between the two; measured: under 2 MiB
+    assert answer["long"]["peak_mb"] < answer["short"]["peak_mb"] + 24, answer
+    assert answer["long"]["peak_mb"] < decoded_mb / 10, answer
 
 
 def _run(capsys, *argv):

@@ -103,15 +103,18 @@ class VideoReader:
     """An open video: `len(reader)`, `fps`, `height`, `width`, and `read(indices)`.
 
     `backend` is "auto" (decord, then PyAV, then OpenCV: the first that opens the file),
-    or one of those names. `path` may be an fsspec URL (gs://, s3://, http://,
+    or one of those names; `prefer` puts one backend first for "auto" (streams prefer PyAV,
+    which decodes front to back in one pass). `path` may be an fsspec URL (gs://, s3://, http://,
     memory://...): PyAV then reads it as a stream, fetching only the bytes it decodes. Frame indices count decoded frames in presentation order, as
     decord and the official loaders do. Use as a context manager, or call `close()`.
     """
 
-    def __init__(self, path, backend="auto"):
+    def __init__(self, path, backend="auto", prefer=None):
         self.path = os.fspath(path)
         _check_file(self.path)
         names = available_backends() if backend == "auto" else [backend]
+        if backend == "auto" and prefer in names:  # tried first, the others still behind it
+            names = [prefer] + [n for n in names if n != prefer]
         if storage.is_url(self.path):
             names = _url_backends(self.path, backend)
         if backend != "auto" and backend not in BACKENDS:
