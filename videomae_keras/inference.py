@@ -190,12 +190,15 @@ def optimize_for_inference(model, jit_compile="auto", int8=False):
     return model
 
 
-def run_batched(model, data, batch_size=4, progress=None, description="views"):
+def run_batched(model, data, batch_size=4, progress=None, description="views",
+                keep_batch_size=False):
     """`model` over `data` in fixed-size batches (the last one padded, so a jitted model
-    compiles once); returns the outputs as numpy (a dict stays a dict)."""
+    compiles once); returns the outputs as numpy (a dict stays a dict). Fewer items than
+    `batch_size` make one smaller batch, unless `keep_batch_size` (callers that feed one
+    model batch after batch: the shape stays the one compiled)."""
     if isinstance(batch_size, bool) or int(batch_size) != batch_size or batch_size < 1:
         raise ValueError(f"batch_size must be a whole number of at least 1; got {batch_size!r}.")
-    batch_size = min(int(batch_size), len(data))
+    batch_size = int(batch_size) if keep_batch_size else min(int(batch_size), len(data))
     bar = (progress or Stages(0, enabled=False)).bar(len(data), description, unit="view")
     outputs = []
     try:

@@ -18,6 +18,7 @@ from videomae_keras.inference import (
     feature_model,
     model_clip_shape,
     resolve_labels,
+    run_batched,
 )
 from videomae_keras.video.io import VideoReader, to_rgb
 from videomae_keras.video.preprocess import crop_and_normalize, resize_short_side
@@ -156,16 +157,13 @@ def _run_windows(model, extractor, video, window, stride, window_seconds, stride
     try:
         for numbers, clips in iter_window_batches(video, plan, (height, width), batch_size,
                                                   interpolation, backend):
-            count = len(numbers)
-            if count < batch_size:  # a full batch, so a jitted model compiles once
-                clips = np.concatenate([clips, np.repeat(clips[-1:], batch_size - count, 0)])
-            if extractor is None:
-                result = model.predict_on_batch(clips)
-            else:
-                result = extractor.predict_on_batch(clips)["pooled"]
-            outputs.append(np.asarray(result, np.float32)[:count])
-            done += count
-            bar.update(count)
+            # run_batched pads a short last batch, so a jitted model compiles once
+            result = run_batched(extractor or model, clips, batch_size,
+                                 keep_batch_size=True)
+            result = result if extractor is None else result["pooled"]
+            outputs.append(np.asarray(result, np.float32))
+            done += len(numbers)
+            bar.update(len(numbers))
     finally:
         bar.close()
     if done < len(plan.starts):  # the stream ended early (a header that over-counted)

@@ -19,7 +19,13 @@ import keras
 
 from videomae_keras.atomic import atomic_output
 from videomae_keras.data.annotations import label_names, read_annotations
-from videomae_keras.inference import _stages, feature_model, load_views, model_clip_shape
+from videomae_keras.inference import (
+    _stages,
+    feature_model,
+    load_views,
+    model_clip_shape,
+    run_batched,
+)
 
 PART_SIZE = 64  # videos per cached part: what an interruption can lose at most
 
@@ -137,11 +143,10 @@ def _compute(extractor, videos, frames, image_size, sampling_rate, batch_size, b
         clips = np.concatenate([
             load_views(v, frames, image_size, (1, 1), "dense", sampling_rate,
                        backend=backend).data for v in group])
-        count = len(clips)
-        if count < batch_size:  # one batch shape, so a jitted extractor compiles once
-            clips = np.concatenate([clips, np.repeat(clips[-1:], batch_size - count, 0)])
-        out.append(np.asarray(extractor.predict_on_batch(clips)["pooled"], np.float32)[:count])
-        bar.update(count)
+        # run_batched pads a short last group, so a jitted extractor compiles once
+        out.append(np.asarray(run_batched(extractor, clips, batch_size,
+                                           keep_batch_size=True)["pooled"], np.float32))
+        bar.update(len(group))
     return np.concatenate(out)
 
 

@@ -96,6 +96,19 @@ def add_view_arguments(parser, views_help):
     parser.add_argument("--batch-size", type=POSITIVE, default=4, help="views per model call")
 
 
+def add_picture_arguments(parser, default_weights, animated="GIF"):
+    """What the commands that picture one clip share (reconstruct, explain): VIDEO, --out,
+    the weights, the clip's --sampling-rate, and --fps and --no-gif for the animation."""
+    parser.add_argument("video", metavar="VIDEO", help="a video file")
+    parser.add_argument("--out", default=".", help="output folder (default: here)")
+    add_weights_arguments(parser, default_weights)
+    parser.add_argument("--sampling-rate", type=POSITIVE, default=4,
+                        help="frame stride of the clip (default 4)")
+    parser.add_argument("--fps", type=POSITIVE_FLOAT, default=4.0,
+                        help=f"{animated} frames per second")
+    parser.add_argument("--no-gif", action="store_true", help="no animated GIF")
+
+
 def registered_labels(model, label_map):
     """The labels argument for a model loaded by `load_weights`: None (the model's own class
     names, or the shipped map by head size), the registered checkpoint's shipped label map,

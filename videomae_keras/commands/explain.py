@@ -4,10 +4,8 @@ import json
 
 from videomae_keras.commands.arguments import (
     DEFAULT_CLASSIFIER,
-    POSITIVE,
-    POSITIVE_FLOAT,
     add_flags,
-    add_weights_arguments,
+    add_picture_arguments,
     check_videos,
     load_weights,
     registered_labels,
@@ -25,19 +23,12 @@ DESCRIPTION = (
 
 
 def add_arguments(parser):
-    parser.add_argument("video", metavar="VIDEO", help="a video file")
-    parser.add_argument("--out", default=".", help="output folder (default: here)")
-    add_weights_arguments(parser, DEFAULT_CLASSIFIER)
+    add_picture_arguments(parser, DEFAULT_CLASSIFIER, animated="GIF and MP4")
     parser.add_argument("--target", metavar="CLASS",
                         help="class index or name to explain (default: the predicted class)")
     parser.add_argument("--method", choices=("gradcam", "rollout"), default="gradcam",
                         help="gradcam (class-specific, default) or rollout (attention flow, "
                         "the same for every class)")
-    parser.add_argument("--sampling-rate", type=POSITIVE, default=4,
-                        help="frame stride of the clip (default 4)")
-    parser.add_argument("--fps", type=POSITIVE_FLOAT, default=4.0,
-                        help="GIF and MP4 frames per second")
-    parser.add_argument("--no-gif", action="store_true", help="no animated GIF")
     parser.add_argument("--no-mp4", action="store_true", help="no MP4")
     add_flags(parser, "overwrite", "json")
 

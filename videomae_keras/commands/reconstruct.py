@@ -5,10 +5,8 @@ import os
 
 from videomae_keras.commands.arguments import (
     DEFAULT_PRETRAINER,
-    POSITIVE,
-    POSITIVE_FLOAT,
     add_flags,
-    add_weights_arguments,
+    add_picture_arguments,
     check_videos,
     fraction,
     load_weights,
@@ -25,17 +23,10 @@ DESCRIPTION = (
 
 
 def add_arguments(parser):
-    parser.add_argument("video", metavar="VIDEO", help="a video file")
-    parser.add_argument("--out", default=".", help="output folder (default: here)")
-    add_weights_arguments(parser, DEFAULT_PRETRAINER)
+    add_picture_arguments(parser, DEFAULT_PRETRAINER)
     parser.add_argument("--mask-ratio", type=fraction(0.0, 1.0, low_inclusive=False),
-                             help="tube mask ratio (default: the checkpoint's, 0.9)")
+                        help="tube mask ratio (default: the checkpoint's, 0.9)")
     parser.add_argument("--seed", type=int, default=0, help="mask seed (default 0)")
-    parser.add_argument("--sampling-rate", type=POSITIVE, default=4,
-                             help="frame stride of the clip (default 4)")
-    parser.add_argument("--fps", type=POSITIVE_FLOAT, default=4.0,
-                             help="GIF frames per second")
-    parser.add_argument("--no-gif", action="store_true", help="write the PNG only")
     add_flags(parser, "overwrite", "json")
 
 
