@@ -471,27 +471,8 @@ class _PyAV:
         return count
 
     def read(self, indices):
-        import av
-
-        wanted = {int(i): n for n, i in enumerate(indices)}
-        last = int(indices[-1])
-        out = [None] * len(indices)
-        self.container.seek(0)
-        stream = self.container.streams.video[0]
-        index = -1
-        try:
-            for index, frame in enumerate(self.container.decode(stream)):
-                if index in wanted:
-                    out[wanted[index]] = frame.to_ndarray(format="rgb24")
-                if index >= last:
-                    break
-        except av.error.InvalidDataError:
-            if index < 0:
-                raise
-            # a truncated or damaged tail: the frames before it are the video
-        if index < last:
-            raise _StreamEnded(index + 1)
-        return np.stack(out)
+        frames = dict(self.iter_frames(indices))
+        return np.stack([frames[int(i)] for i in indices])
 
     def iter_frames(self, indices):
         """One pass from the start, yielding the wanted frames as they are decoded."""
