@@ -79,8 +79,13 @@ def test_rollout_is_the_product_of_the_mixed_attention_matrices(demo, mean_pooli
     for weights in attentions:  # A_l = 0.5 W_l + 0.5 I, rolled out as A_L ... A_1
         product = (0.5 * weights[0].astype(np.float64).mean(0) + 0.5 * np.eye(n)) @ product
     expected = product.mean(axis=0) if mean_pooling else product[0]
-    np.testing.assert_allclose(explain._rollout(model, keras.ops.convert_to_tensor(clip)),
-                               expected, rtol=1e-4, atol=1e-7)
+    _, output, mixes = explain._encode(model, keras.ops.convert_to_tensor(clip), attention=True)
+    np.testing.assert_allclose(explain._rollout(model, mixes), expected, rtol=1e-4, atol=1e-7)
+    # the same single pass gives the model's own logits (the explanation's probability)
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(explain._logits_from_tokens(model, output)),
+        keras.ops.convert_to_numpy(model(keras.ops.convert_to_tensor(clip))), rtol=1e-4,
+        atol=1e-5)
 
 
 def test_gradients_agree_with_finite_differences(demo):

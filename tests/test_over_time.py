@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 import videomae_keras as vk
-from videomae_keras import cli
+from videomae_keras import cli, over_time
 from videomae_keras.demo import demo_files
 from videomae_keras.over_time import features_over_time, plan_windows, predict_over_time
 from videomae_keras.video.io import VideoReader, available_backends
@@ -68,10 +68,19 @@ def test_streaming_gives_the_frames_read_gives(tmp_path):
         np.testing.assert_array_equal(np.stack([f for _, f in streamed]), expected)
 
 
-def test_each_window_is_the_clip_of_its_frames(demo):
+def test_each_window_is_the_clip_of_its_frames(demo, monkeypatch):
     frames = vk.read_video(vk.sample_video())
+    opened = []
+    original = over_time.VideoReader.__init__
+
+    def counting(self, *args, **kwargs):
+        opened.append(args[0])
+        original(self, *args, **kwargs)
+
+    monkeypatch.setattr(over_time.VideoReader, "__init__", counting)
     result = features_over_time(demo, vk.sample_video(), sampling_rate=1, stride=4,
                                 batch_size=3)
+    assert len(opened) == 1  # the length and the frames from one opening
     assert result.embeddings.shape == (5, demo.architecture["hidden_dim"])
     np.testing.assert_allclose(result.start_seconds, np.arange(5) * 4 / 25.0)
     for w in (0, 4):

@@ -150,13 +150,15 @@ def explain_video(model, video, target=None, method="gradcam", labels=None, samp
     views = load_views(video, frames, (height, width), (1, 1), "dense", sampling_rate,
                        interpolation, backend)
     clip = keras.ops.convert_to_tensor(views.data[:1])
+    last_input, output, mixes = _encode(model, clip, attention=method == "rollout")
     with kernels.no_gradients():
-        logits = keras.ops.convert_to_numpy(model(clip))[0].astype(np.float64)
+        logits = keras.ops.convert_to_numpy(_logits_from_tokens(model, output))[0]
+    logits = logits.astype(np.float64)
     index = _target_index(target, names, num_classes, logits)
     probabilities = np.exp(logits - logits.max())
     probabilities /= probabilities.sum()
-    relevance = (_rollout(model, clip) if method == "rollout"
-                 else _gradcam(model, clip, index))
+    relevance = (_rollout(model, mixes) if method == "rollout"
+                 else _gradcam(model, last_input, index))
     return Explanation(
         heatmap=_normalised(relevance.reshape(model.grid)),
         frames=unnormalize(views.data[0]),
@@ -187,17 +189,30 @@ def _target_index(target, names, num_classes, logits):
     return index
 
 
-def _rollout(model, clip):
-    """(N,) relevance of each token by attention rollout, keeping one (N, N) head-mean per
-    block, never every head's weights."""
+def _encode(model, clip, attention=False):
+    """One pass through the encoder without gradients: (the last block's input, the last
+    block's output, one (N, N) head-mean attention per block as float64 numpy when
+    `attention`, else None). The logits, the rollout and Grad-CAM all start from it, so an
+    explanation runs the encoder once (Grad-CAM then reruns only the last block)."""
     encoder = model.encoder
-    mixes = []
+    mixes = [] if attention else None
     with kernels.no_gradients():
         x = encoder.embed(clip)
+        last_input = x
         for block in encoder.blocks:
-            x, weights = block.call_with_attention(x)
-            mean = keras.ops.mean(keras.ops.cast(weights[0], "float32"), axis=0)
-            mixes.append(keras.ops.convert_to_numpy(mean).astype(np.float64))
+            last_input = x
+            if attention:
+                x, weights = block.call_with_attention(x)
+                mean = keras.ops.mean(keras.ops.cast(weights[0], "float32"), axis=0)
+                mixes.append(keras.ops.convert_to_numpy(mean).astype(np.float64))
+            else:
+                x = block(x)
+    return last_input, x, mixes
+
+
+def _rollout(model, mixes):
+    """(N,) relevance of each token by attention rollout over the blocks' head-mean
+    attention `mixes` (from `_encode`), read out as the classifier pools."""
     num_tokens = mixes[0].shape[0]
     if model.arguments()["use_mean_pooling"]:
         relevance = np.full(num_tokens, 1.0 / num_tokens)
@@ -208,15 +223,12 @@ def _rollout(model, clip):
     return relevance
 
 
-def _gradcam(model, clip, index):
+def _gradcam(model, x, index):
     """(N,) element-wise Grad-CAM relevance for class `index` at the last block's attention
-    input (its norm1 output, the layer pytorch-grad-cam takes for ViTs)."""
-    encoder = model.encoder
-    last = encoder.blocks[-1]
+    input (its norm1 output, the layer pytorch-grad-cam takes for ViTs); `x` is the last
+    block's input (from `_encode`)."""
+    last = model.encoder.blocks[-1]
     with kernels.no_gradients():
-        x = encoder.embed(clip)
-        for block in encoder.blocks[:-1]:
-            x = block(x)
         tokens = keras.ops.cast(last.norm1(x), "float32")
 
     def score(tokens):

@@ -15,6 +15,7 @@ import keras
 
 from videomae_keras import kernels
 from videomae_keras.inference import load_views, model_clip_shape
+from videomae_keras.layers.tokens import MaskedTokenIndex
 
 
 @dataclasses.dataclass
@@ -91,8 +92,9 @@ def _visible_index(bool_masked_pos, batch, num_tokens):
         raise ValueError("bool_masked_pos must hide the same number of tokens in every sample, "
                          f"and not all of them; got {sorted(set(counts.tolist()))} hidden of "
                          f"{num_tokens}. Make the masks with TubeMaskingGenerator.")
-    order = np.argsort(mask, axis=1, kind="stable")  # visible first, each in token order
-    return order[:, : num_tokens - counts[0]].astype(np.int32)
+    # the models' own indexing: visible first, each in token order
+    visible, _, _ = MaskedTokenIndex(int(counts[0]))(mask)
+    return np.asarray(keras.ops.convert_to_numpy(visible), np.int32)
 
 
 def _numpy(x):

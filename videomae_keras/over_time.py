@@ -7,6 +7,7 @@ normalised as it arrives, and kept only while a window still needs it, so memory
 grow with the video's length.
 """
 
+import contextlib
 import dataclasses
 import os
 
@@ -98,7 +99,8 @@ def plan_windows(num_frames, fps, clip_frames, sampling_rate=4, window=None, str
 def iter_window_batches(video, plan, image_size, batch_size=4, interpolation="bilinear",
                         backend="auto"):
     """Yields (window numbers, clips (b, T, H, W, 3) float32) in window order, `batch_size`
-    windows at a time, decoding `video` (a file, or frames (T, H, W, C)) front to back."""
+    windows at a time, decoding `video` (a file, an open VideoReader, or frames
+    (T, H, W, C)) front to back."""
     needed = np.unique(plan.frame_indices)
     # the window that needs each frame last: a frame is dropped once that window is out
     last_use = {int(i): w for w, row in enumerate(plan.frame_indices) for i in row}
@@ -128,7 +130,11 @@ STREAM_DECODER = "pyav"
 
 
 def _frames(video, indices, backend):
-    if isinstance(video, (str, os.PathLike)):
+    """(index, frame) for each of `indices`, in order, from a file, an open VideoReader or
+    decoded frames."""
+    if isinstance(video, VideoReader):
+        yield from video.iter_frames(indices)
+    elif isinstance(video, (str, os.PathLike)):
         with VideoReader(video, backend, prefer=STREAM_DECODER) as reader:
             yield from reader.iter_frames(indices)
     else:
@@ -137,35 +143,38 @@ def _frames(video, indices, backend):
             yield int(index), frames[min(int(index), len(frames) - 1)]
 
 
-def _video_length(video, backend):
-    """(frames, fps, source) without decoding."""
+@contextlib.contextmanager
+def _opened(video, backend):
+    """`video` opened once, for its length and then its frames: (a VideoReader or the
+    decoded frames, frames, fps, source)."""
     if isinstance(video, (str, os.PathLike)):
         with VideoReader(video, backend, prefer=STREAM_DECODER) as reader:
-            return len(reader), reader.fps, os.fspath(video)
-    return len(video), 0.0, "<frames>"
+            yield reader, len(reader), reader.fps, os.fspath(video)
+    else:
+        yield video, len(video), 0.0, "<frames>"
 
 
 def _run_windows(model, extractor, video, window, stride, window_seconds, stride_seconds,
                  sampling_rate, batch_size, interpolation, backend, progress, what):
     """(plan, outputs in window order) of `extractor` over every window of `video`."""
     frames, height, width = model_clip_shape(model)
-    length, fps, source = _video_length(video, backend)
-    plan = plan_windows(length, fps, frames, sampling_rate, window, stride, window_seconds,
-                        stride_seconds)
-    bar = _stages(progress).bar(len(plan.starts), what, unit="window")
     outputs, done = [], 0
-    try:
-        for numbers, clips in iter_window_batches(video, plan, (height, width), batch_size,
-                                                  interpolation, backend):
-            # run_batched pads a short last batch, so a jitted model compiles once
-            result = run_batched(extractor or model, clips, batch_size,
-                                 keep_batch_size=True)
-            result = result if extractor is None else result["pooled"]
-            outputs.append(np.asarray(result, np.float32))
-            done += len(numbers)
-            bar.update(len(numbers))
-    finally:
-        bar.close()
+    with _opened(video, backend) as (opened, length, fps, source):
+        plan = plan_windows(length, fps, frames, sampling_rate, window, stride, window_seconds,
+                            stride_seconds)
+        bar = _stages(progress).bar(len(plan.starts), what, unit="window")
+        try:
+            for numbers, clips in iter_window_batches(opened, plan, (height, width),
+                                                      batch_size, interpolation, backend):
+                # run_batched pads a short last batch, so a jitted model compiles once
+                result = run_batched(extractor or model, clips, batch_size,
+                                     keep_batch_size=True)
+                result = result if extractor is None else result["pooled"]
+                outputs.append(np.asarray(result, np.float32))
+                done += len(numbers)
+                bar.update(len(numbers))
+        finally:
+            bar.close()
     if done < len(plan.starts):  # the stream ended early (a header that over-counted)
         plan = dataclasses.replace(plan, starts=plan.starts[:done],
                                    frame_indices=plan.frame_indices[:done])
