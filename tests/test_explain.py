@@ -16,7 +16,8 @@ from videomae_keras.demo import demo_files
 from videomae_keras.inference import load_views
 from videomae_keras.video.preprocess import crop_boxes, resize_short_side
 
-CLIPS = 16  # four of each direction
+CLIPS = 64  # 16 of each direction: 16 clips in all left the mean off by 0.3 between draws
+RANDOM_CLIPS = 24  # for each random-weight model
 
 
 @pytest.fixture(scope="module")
@@ -53,12 +54,12 @@ def test_gradcam_looks_at_the_moving_shape_and_random_weights_do_not(demo):
         keras.utils.set_random_seed(seed)
         random = vk.VideoMAEClassifier.from_arguments(
             **{**demo.arguments(), "class_names": None})
-        untrained.append(_mass_on_shape(random, "gradcam", clips=8))
+        untrained.append(_mass_on_shape(random, "gradcam", clips=RANDOM_CLIPS))
     print(f"mass on the shape / its share: trained {trained:.2f}, random "
           f"{', '.join(f'{r:.2f}' for r in untrained)}")
-    assert trained >= 1.2, trained  # measured 1.31 on every backend
-    assert np.mean(untrained) <= 1.15, untrained  # 0.94-1.10 (each draw 0.89-1.21)
-    assert trained - np.mean(untrained) >= 0.15, (trained, untrained)
+    assert trained >= 1.25, trained  # measured 1.37 on every backend
+    assert np.mean(untrained) <= 1.15, untrained  # 0.96-1.03 (each draw 0.86-1.11)
+    assert trained - np.mean(untrained) >= 0.2, (trained, untrained)
 
 
 def _first_clip(model):

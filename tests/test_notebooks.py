@@ -41,6 +41,7 @@ def test_notebook_runs(name, tmp_path, monkeypatch):
                  for out in cell.get("outputs", []) if "image/png" in out.get("data", {})]
         assert len(shown) == 3
         assert "rows sum to 1: True" in outputs and "fine-tuned encoder: linear probe" in outputs
+        assert "pretrained encoder: linear probe" in outputs
     else:
         assert (tmp_path / "reconstruction.png").exists()
         assert (tmp_path / "reconstruction.gif").exists()

@@ -3,7 +3,7 @@
 tiny VideoMAE pretrained on it, the same encoder fine-tuned to classify the direction of
 motion, and the figures that show learning worked.
 
-Usage: python tools/train_demo_models.py [--work DIR] [--pretrain-epochs 30]
+Usage: python tools/train_demo_models.py [--work DIR] [--pretrain-epochs 90]
            [--finetune-epochs 30] [--per-class 256] [--pretrain-lr 0.064]
            [--finetune-lr 0.064] [--seed 0]
 
@@ -104,7 +104,7 @@ def _arguments_that_matter(argv):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--work", help="folder for the data set and runs (default: temporary)")
-    parser.add_argument("--pretrain-epochs", type=int, default=30)
+    parser.add_argument("--pretrain-epochs", type=int, default=90)
     parser.add_argument("--finetune-epochs", type=int, default=30)
     parser.add_argument("--per-class", type=int, default=256, help="training videos per class")
     parser.add_argument("--pretrain-lr", type=float, default=0.064,

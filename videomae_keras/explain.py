@@ -11,9 +11,10 @@ rollout or by Grad-CAM on the last block, upsampled and laid over the clip's fra
   the layer pytorch-grad-cam takes for ViTs), G = the gradient of the class's logit at A,
   map_i = sum_k ReLU(G_ik A_ik). Gradients come from the backend's own autodiff.
   Measured on the synthetic clips (mass on the moving shape over its share of the frame):
-  the classic form, ReLU(A mean_i(G)), gave the demo classifier 1.52 but three random-weight
-  models 1.15-1.80 on jax: it follows salient shapes whatever the weights. The element-wise
-  form gives 1.31 against 0.89-1.21 for random weights on every backend. At the encoder's
+  the classic form, ReLU(A mean_i(G)), gave an earlier demo classifier 1.52 but three
+  random-weight models 1.15-1.80 on jax: it follows salient shapes whatever the weights. The
+  element-wise form gives the shipped one 1.37 against 0.86-1.11 for random weights on every
+  backend (64 clips; 16 are too few). At the encoder's
   output every token gets the same gradient under mean pooling; before norm1 the classic
   map avoided the shape (0.48).
 """
