@@ -3,7 +3,7 @@
 VideoMAE on the CPU: speed, and what int8 costs in accuracy.
 
 Usage: python bench/onnx_runtime.py [--batches 1,4] [--repeats 10] [--clips 256]
-                                    [--readme] [--no-readme]
+                                    [--out onnx_runtime] [--readme] [--no-readme]
 
 Two steps, each in a process of its own:
   prepare  (Keras on tensorflow) writes ViT-B/16 fine-tuned (400 classes, the factory's
@@ -19,8 +19,9 @@ Two steps, each in a process of its own:
 Accuracy: top-1 agreement of the int8 demo model with the float32 Keras model (and each
 one's accuracy) on --clips held-out synthetic clips (bench/quantize.py's), and for ViT-B
 the mean |logit difference| relative to the logits' std and the top-1 agreement over 8
-random clips. Writes bench/results/onnx_runtime.json and the README's table (between the
-onnx markers; --no-readme leaves it, --readme rewrites it from the JSON alone). About 8
+random clips. Writes bench/results/onnx_runtime.json (--out names another, e.g. a run on a
+CPU of another kind) and the README's table (between the onnx markers; --no-readme leaves
+it, --readme rewrites it from the JSON alone). About 8
 minutes on a 2-core CPU, half of it exporting ViT-B.
 """
 
@@ -184,16 +185,17 @@ def main():
     parser.add_argument("--batches", default="1,4", help="batch sizes (default 1,4)")
     parser.add_argument("--repeats", type=int, default=10, help="timed calls (default 10)")
     parser.add_argument("--clips", type=int, default=256, help="demo clips (default 256)")
+    parser.add_argument("--out", default="onnx_runtime",
+                        help="results name under bench/results/ (default onnx_runtime)")
     parser.add_argument("--no-readme", action="store_true", help="leave README.md alone")
     parser.add_argument("--readme", action="store_true",
-                        help="only put the table of bench/results/onnx_runtime.json into "
-                             "README.md")
+                        help="only put the table of bench/results/OUT.json into README.md")
     args = parser.parse_args()
     if args.worker:
         _common.emit(worker(args.worker, args.folder, args))
         return
     if args.readme:
-        _common.replace_readme_block(BEGIN, END, render(_common.load("onnx_runtime")))
+        _common.replace_readme_block(BEGIN, END, render(_common.load(args.out)))
         return
     folder = tempfile.mkdtemp(prefix="videomae-keras-onnx-")
     try:
@@ -212,7 +214,7 @@ def main():
         shutil.rmtree(folder, ignore_errors=True)
     payload = {"machine": _common.machine(), "repeats": args.repeats, "prepare": prepared,
                **answer, "command": _common.command()}
-    path = _common.save("onnx_runtime", payload)
+    path = _common.save(args.out, payload)
     print(render(payload))
     print(f"written: {os.path.relpath(path, _common.ROOT)}")
     if not args.no_readme:
