@@ -8,6 +8,7 @@ transformers' PyTorch VideoMAE runs in a child of its own the same way, in the s
 import json
 import os
 import platform
+import re
 import statistics
 import subprocess
 import sys
@@ -102,17 +103,19 @@ def run_worker(script, variant, args, backend=None, timeout=3600):
 
 def command():
     """How this script was run, for its results file: `python bench/NAME.py ARGS`, with
-    the value of any option naming a place on this machine (--fixtures, --out) left out."""
+    the value of any option that may name a place on this machine (--fixtures, --out) left
+    out when it is a path; a plain results name (`--out int8_avx2`) is kept."""
     args, skip = [], False
     for arg in sys.argv[1:]:
         if skip:
-            args.append("DIR")
+            args.append(_unless_path(arg))
             skip = False
         elif arg in PATH_OPTIONS:
             args.append(arg)
             skip = True
         elif arg.split("=", 1)[0] in PATH_OPTIONS:
-            args.append(arg.split("=", 1)[0] + "=DIR")
+            option, value = arg.split("=", 1)
+            args.append(f"{option}={_unless_path(value)}")
         else:
             args.append(arg)
     script = os.path.relpath(os.path.abspath(sys.argv[0]), ROOT)
@@ -120,6 +123,12 @@ def command():
 
 
 PATH_OPTIONS = ("--fixtures", "--out")
+
+
+def _unless_path(value):
+    """`value` where it is a plain name (letters, digits, _ and -: a results name or a folder
+    here), else DIR (a path, a file name)."""
+    return value if re.fullmatch(r"[\w-]+", value) else "DIR"
 
 
 def machine():
@@ -189,7 +198,10 @@ def load(name):
     """bench/results/<name>.json, or SystemExit saying which run writes it."""
     path = os.path.join(RESULTS, name + ".json")
     if not os.path.exists(path):
-        raise SystemExit(f"{os.path.relpath(path, ROOT)} is missing: run python bench/{name}.py")
+        script = os.path.join(ROOT, "bench", name + ".py")
+        run = (f"python bench/{name}.py" if os.path.exists(script)
+               else f"the bench script that writes it, with --out {name}")
+        raise SystemExit(f"{os.path.relpath(path, ROOT)} is missing: run {run}")
     with open(path, encoding="utf-8") as f:
         return json.load(f)
 

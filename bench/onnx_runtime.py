@@ -19,9 +19,10 @@ Two steps, each in a process of its own:
 Accuracy: top-1 agreement of the int8 demo model with the float32 Keras model (and each
 one's accuracy) on --clips held-out synthetic clips (bench/quantize.py's), and for ViT-B
 the mean |logit difference| relative to the logits' std and the top-1 agreement over 8
-random clips. Writes bench/results/onnx_runtime.json (--out names another, e.g. a run on a
-CPU of another kind) and the README's table (between the onnx markers; --no-readme leaves
-it, --readme rewrites it from the JSON alone). About 8
+random clips. Writes bench/results/onnx_runtime.json and the README's table (between the
+onnx markers; --no-readme leaves it, --readme rewrites it from the JSON alone); --out NAME
+writes bench/results/NAME.json instead (a run on a CPU of another kind) and leaves the
+README alone. About 8
 minutes on a 2-core CPU, half of it exporting ViT-B.
 """
 
@@ -186,7 +187,8 @@ def main():
     parser.add_argument("--repeats", type=int, default=10, help="timed calls (default 10)")
     parser.add_argument("--clips", type=int, default=256, help="demo clips (default 256)")
     parser.add_argument("--out", default="onnx_runtime",
-                        help="results name under bench/results/ (default onnx_runtime)")
+                        help="results name under bench/results/ (default onnx_runtime); "
+                             "another name leaves the README's table alone")
     parser.add_argument("--no-readme", action="store_true", help="leave README.md alone")
     parser.add_argument("--readme", action="store_true",
                         help="only put the table of bench/results/OUT.json into README.md")
@@ -217,7 +219,7 @@ def main():
     path = _common.save(args.out, payload)
     print(render(payload))
     print(f"written: {os.path.relpath(path, _common.ROOT)}")
-    if not args.no_readme:
+    if not args.no_readme and args.out == "onnx_runtime":  # the README shows this one
         _common.replace_readme_block(BEGIN, END, render(payload))
         print("and the README's ONNX Runtime table")
 

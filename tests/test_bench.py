@@ -200,6 +200,9 @@ def test_results_record_the_command_without_this_machines_paths(monkeypatch):
                                       "--sizes", "B", "--fixtures", "/somewhere/fx",
                                       "--out=/else/where.json"])
     assert _common.command() == "python bench/load.py --sizes B --fixtures DIR --out=DIR"
+    monkeypatch.setattr(sys, "argv", [os.path.join(_common.ROOT, "bench", "speed.py"),
+                                      "--out", "int8_avx2"])  # a results name is no path
+    assert _common.command() == "python bench/speed.py --out int8_avx2"
 
 
 def test_call_overhead_table_shows_milliseconds_and_ratios():

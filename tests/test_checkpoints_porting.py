@@ -6,6 +6,7 @@ import shutil
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 import keras
@@ -214,6 +215,11 @@ def test_int8_onnx_is_quantised_verified_and_refused_above_its_tolerance(
     assert {"DynamicQuantizeLinear", "MatMulInteger"} <= {node.op_type for node in graph.node}
     int8_weights = [t for t in graph.initializer if t.data_type == onnx.TensorProto.INT8]
     assert len(int8_weights) >= 2 * 4 + 2  # qkv, proj, fc1, fc2 per block, embedding, head
+    # 7-bit weights: full-range ones overflow the 16-bit pair sums of onnxruntime's u8s8
+    # kernels on CPUs without VNNI (0.20 of the std off for a small pretrainer on AVX2)
+    largest = max(int(np.abs(onnx.numpy_helper.to_array(t).astype(np.int32)).max())
+                  for t in int8_weights)
+    assert 32 < largest <= 64, largest
     # float32 weights take 4 bytes each; the int8 file about one (plus scales, norms, biases)
     parameters = int(summary.split("Parameters")[1].split()[0].replace(",", ""))
     assert os.path.getsize(out / "vit_s_ft.int8.onnx") < 1.4 * parameters

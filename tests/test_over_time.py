@@ -88,6 +88,17 @@ def test_each_window_is_the_clip_of_its_frames(demo, monkeypatch):
         np.testing.assert_allclose(result.embeddings[w], alone.pooled[0], atol=1e-5)
 
 
+def test_an_open_reader_gives_the_files_windows_and_stays_open(demo):
+    with VideoReader(vk.sample_video(), prefer="pyav") as reader:
+        result = features_over_time(demo, reader, sampling_rate=1, stride=8, batch_size=3)
+        assert len(reader.read([0])) == 1  # still open: the caller closes it
+    expected = features_over_time(demo, vk.sample_video(), sampling_rate=1, stride=8,
+                                  batch_size=3)
+    assert result.source == expected.source == vk.sample_video()
+    np.testing.assert_allclose(result.start_seconds, expected.start_seconds)
+    np.testing.assert_allclose(result.embeddings, expected.embeddings, atol=1e-6)
+
+
 def test_predictions_over_time_and_their_timeline(demo, tmp_path):
     result = predict_over_time(demo, vk.sample_video(), sampling_rate=1, stride=8, top_k=2)
     assert result.probabilities.shape == (3, 4)

@@ -146,8 +146,11 @@ def _frames(video, indices, backend):
 @contextlib.contextmanager
 def _opened(video, backend):
     """`video` opened once, for its length and then its frames: (a VideoReader or the
-    decoded frames, frames, fps, source)."""
-    if isinstance(video, (str, os.PathLike)):
+    decoded frames, frames, fps, source). A file is closed on leaving; a VideoReader the
+    caller opened stays open."""
+    if isinstance(video, VideoReader):
+        yield video, len(video), video.fps, video.path
+    elif isinstance(video, (str, os.PathLike)):
         with VideoReader(video, backend, prefer=STREAM_DECODER) as reader:
             yield reader, len(reader), reader.fps, os.fspath(video)
     else:
@@ -156,23 +159,27 @@ def _opened(video, backend):
 
 def _run_windows(model, extractor, video, window, stride, window_seconds, stride_seconds,
                  sampling_rate, batch_size, interpolation, backend, progress, what):
-    """(plan, outputs in window order) of `extractor` over every window of `video`."""
+    """(plan, source, outputs in window order) of `extractor` over every window of
+    `video`."""
     frames, height, width = model_clip_shape(model)
     outputs, done = [], 0
     with _opened(video, backend) as (opened, length, fps, source):
         plan = plan_windows(length, fps, frames, sampling_rate, window, stride, window_seconds,
                             stride_seconds)
         bar = _stages(progress).bar(len(plan.starts), what, unit="window")
+        # closed before the reader is, even on an error: no decoding generator outlives it
+        batches = contextlib.closing(iter_window_batches(opened, plan, (height, width),
+                                                         batch_size, interpolation, backend))
         try:
-            for numbers, clips in iter_window_batches(opened, plan, (height, width),
-                                                      batch_size, interpolation, backend):
-                # run_batched pads a short last batch, so a jitted model compiles once
-                result = run_batched(extractor or model, clips, batch_size,
-                                     keep_batch_size=True)
-                result = result if extractor is None else result["pooled"]
-                outputs.append(np.asarray(result, np.float32))
-                done += len(numbers)
-                bar.update(len(numbers))
+            with batches as windows:
+                for numbers, clips in windows:
+                    # run_batched pads a short last batch, so a jitted model compiles once
+                    result = run_batched(extractor or model, clips, batch_size,
+                                         keep_batch_size=True)
+                    result = result if extractor is None else result["pooled"]
+                    outputs.append(np.asarray(result, np.float32))
+                    done += len(numbers)
+                    bar.update(len(numbers))
         finally:
             bar.close()
     if done < len(plan.starts):  # the stream ended early (a header that over-counted)
