@@ -17,7 +17,7 @@ from videomae_keras.inference import load_views
 from videomae_keras.video.preprocess import crop_boxes, resize_short_side
 
 CLIPS = 64  # 16 of each direction: 16 clips in all left the mean off by 0.3 between draws
-RANDOM_CLIPS = 24  # for each random-weight model
+RANDOM_CLIPS = 16  # for each random-weight model
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +58,7 @@ def test_gradcam_looks_at_the_moving_shape_and_random_weights_do_not(demo):
     print(f"mass on the shape / its share: trained {trained:.2f}, random "
           f"{', '.join(f'{r:.2f}' for r in untrained)}")
     assert trained >= 1.25, trained  # measured 1.37 on every backend
-    assert np.mean(untrained) <= 1.15, untrained  # 0.95-1.03 (each draw 0.86-1.11)
+    assert np.mean(untrained) <= 1.15, untrained  # 0.93-1.06 (each draw 0.83-1.14)
     assert trained - np.mean(untrained) >= 0.2, (trained, untrained)
 
 

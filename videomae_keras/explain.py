@@ -13,8 +13,8 @@ rollout or by Grad-CAM on the last block, upsampled and laid over the clip's fra
   Measured on the synthetic clips (mass on the moving shape over its share of the frame):
   the classic form, ReLU(A mean_i(G)), gave an earlier demo classifier 1.52 but three
   random-weight models 1.15-1.80 on jax: it follows salient shapes whatever the weights. The
-  element-wise form gives the shipped one 1.37 (64 clips; 16 are too few) against 0.86-1.11
-  for random weights (24 clips each) on every backend. At the encoder's
+  element-wise form gives the shipped one 1.37 (64 clips; 16 are too few) against 0.83-1.14
+  for random weights (16 clips each) on every backend. At the encoder's
   output every token gets the same gradient under mean pooling; before norm1 the classic
   map avoided the shape (0.48).
 """
