@@ -1,5 +1,6 @@
 """The port command: every format written and verified, atomic outputs, refusals, exit codes."""
 
+import collections
 import json
 import os
 import shutil
@@ -212,7 +213,11 @@ def test_int8_onnx_is_quantised_verified_and_refused_above_its_tolerance(
     relative = float(line.split("mean |diff| / std ")[1].split(",")[0])
     assert 0 < relative <= porting.INT8_TOLERANCE
     graph = onnx.load(str(out / "vit_s_ft.int8.onnx")).graph
-    assert {"DynamicQuantizeLinear", "MatMulInteger"} <= {node.op_type for node in graph.node}
+    ops = collections.Counter(node.op_type for node in graph.node)
+    assert ops["DynamicQuantizeLinear"] and ops["MatMulInteger"]
+    # each of the 2 blocks' attention, GELU and LayerNorms in onnxruntime's kernels
+    assert (ops["MultiHeadAttention"], ops["Gelu"], ops["LayerNormalization"]) == (2, 2, 4)
+    assert ops["Softmax"] == ops["Erf"] == 0
     int8_weights = [t for t in graph.initializer if t.data_type == onnx.TensorProto.INT8]
     assert len(int8_weights) >= 2 * 4 + 2  # qkv, proj, fc1, fc2 per block, embedding, head
     # 7-bit weights: full-range ones overflow the 16-bit pair sums of onnxruntime's u8s8
@@ -247,6 +252,12 @@ def test_int8_onnx_of_a_pretrainer(hf_pretrainer, tmp_path, monkeypatch):
     assert os.listdir(user_dir) == []
     assert "top1_agreement" not in result.int8  # reconstructions have no classes
     assert 0 < result.int8["relative_diff"] <= porting.INT8_TOLERANCE
+    import onnx
+
+    graph = onnx.load(str(out / "videomae-small-pt.int8.onnx")).graph
+    ops = collections.Counter(node.op_type for node in graph.node)
+    blocks = reference.SMALL["num_hidden_layers"] + reference.SMALL["decoder_num_hidden_layers"]
+    assert ops["MultiHeadAttention"] == ops["Gelu"] == blocks and ops["Softmax"] == 0
 
 
 def test_tools_script_and_console_command(official_classifier, tmp_path):

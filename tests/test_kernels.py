@@ -85,4 +85,5 @@ def test_int8_says_where_it_is_not_faster(int8_dot, monkeypatch):
         assert notes == []
     else:
         assert len(notes) == 1 and "KERAS_BACKEND=torch" in notes[0]
+        assert "--format onnx-int8" in notes[0]
         assert "no AVX-512 VNNI" in notes[0] and "\n" not in notes[0]

@@ -146,6 +146,43 @@ def test_accelerator_attention_takes_the_fused_op_on_any_device(monkeypatch):
     assert fused_attention_is_fast() == here
 
 
+def test_softmax_attention_matches_torch_sdpa():
+    from videomae_keras.layers.attention import softmax_attention
+
+    q, k, v = (RNG.standard_normal((2, 23, 3, 8)).astype("float32") for _ in range(3))
+    ref = F.scaled_dot_product_attention(
+        *(torch.from_numpy(a).transpose(1, 2) for a in (q, k, v)), scale=0.3
+    ).transpose(1, 2).numpy()
+    np.testing.assert_allclose(_np(softmax_attention(q, k, v, scale=0.3)), ref, atol=2e-6)
+
+
+def test_onnx_attention_traces_plain_softmax_attention(monkeypatch):
+    """What the ONNX export traces: one softmax between two matmuls (the form runtimes
+    fuse), neither the CPU's query chunks nor the fused op, and the same outputs."""
+    from videomae_keras.layers import attention
+    from videomae_keras.utils import onnx_attention, tracing_for_onnx
+
+    layer = layers.MultiHeadSelfAttention(12, 3)
+    x = RNG.standard_normal((2, 7, 12)).astype("float32")
+    expected = _np(layer(x))
+    taken = []
+    plain = attention.softmax_attention
+    monkeypatch.setattr(attention, "softmax_attention",
+                        lambda *args: taken.append(1) or plain(*args))
+
+    def other(*args, **kwargs):
+        raise AssertionError("another attention path ran inside onnx_attention()")
+
+    monkeypatch.setattr(attention, "chunked_attention", other)
+    monkeypatch.setattr(attention.ops, "dot_product_attention", other)
+    assert not tracing_for_onnx()
+    with onnx_attention():
+        with onnx_attention():
+            assert tracing_for_onnx()
+        np.testing.assert_allclose(_np(layer(x)), expected, atol=2e-6)
+    assert not tracing_for_onnx() and taken == [1]
+
+
 @pytest.mark.parametrize("path", ["fused", "chunked"])
 def test_attention_matches_reference_with_q_and_v_bias_only(path, monkeypatch):
     from videomae_keras.layers import attention

@@ -173,7 +173,8 @@ def optimize_for_inference(model, jit_compile="auto", int8=False):
     linear, 1.3x faster than float32 for ViT-B without AVX-512 VNNI, 2.1x with it); where
     int8 is no faster than float32 (jax and tensorflow on an x86 CPU without VNNI) it warns
     in one line and says which path is. `python bench/quantize.py` measures what int8 costs
-    in accuracy; `port --format onnx-int8` gives the fastest int8 path on CPUs with VNNI.
+    in accuracy; `port --format onnx-int8` gives the fastest int8 path (onnxruntime, with
+    or without VNNI).
     """
     if int8:
         from videomae_keras import kernels

@@ -97,6 +97,28 @@ def accelerator_attention():
         _AS_ON_ACCELERATORS.pop()
 
 
+_FOR_ONNX = []  # a stack, so onnx_attention() nests
+
+
+@contextlib.contextmanager
+def onnx_attention():
+    """Attention layers traced inside write plain softmax attention: per block one MatMul,
+    Softmax, MatMul over heads-major tensors, the pattern ONNX runtimes fuse into their own
+    attention kernels (`checkpoints.onnx_fusion` fuses it into onnxruntime's
+    MultiHeadAttention for int8 files). For ONNX export only: the CPU's query chunks
+    would put one block of ops per chunk into the file, in a form no runtime recognises."""
+    _FOR_ONNX.append(True)
+    try:
+        yield
+    finally:
+        _FOR_ONNX.pop()
+
+
+def tracing_for_onnx():
+    """Whether attention layers are being traced for an ONNX file (`onnx_attention()`)."""
+    return bool(_FOR_ONNX)
+
+
 @functools.lru_cache(maxsize=None)
 def _fused_kernel_here():
     """`fused_attention_is_fast` for this process's backend and devices (fixed, so cached:

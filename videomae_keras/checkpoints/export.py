@@ -29,6 +29,7 @@ import numpy as np
 import keras
 
 from videomae_keras.configs import IMAGENET_MEAN, IMAGENET_STD
+from videomae_keras.utils import onnx_attention
 
 OUTPUT_NAMES = {"classifier": "logits", "pretrainer": "predictions", "backbone": "tokens"}
 
@@ -146,10 +147,11 @@ def export_onnx(model, path, opset_version=None, external_data=None):
         threshold = int(os.environ.get("VIDEOMAE_KERAS_ONNX_EXTERNAL_DATA_BYTES",
                                        ONNX_EXTERNAL_DATA_BYTES))
         external_data = weights_bytes(model) > threshold
-    proto, storage = tf2onnx.convert.from_function(
-        function, input_signature=specs, opset=opset_version, large_model=external_data,
-        custom_op_handlers={"Erfc": (_erfc_as_one_minus_erf, [])},
-    )
+    with onnx_attention():  # plain softmax attention: the form runtimes fuse
+        proto, storage = tf2onnx.convert.from_function(
+            function, input_signature=specs, opset=opset_version, large_model=external_data,
+            custom_op_handlers={"Erfc": (_erfc_as_one_minus_erf, [])},
+        )
     if not external_data:
         onnx.save_model(proto, path)
         return
@@ -282,16 +284,17 @@ def quantize_onnx(float_path, int8_path, work_dir):
 
     `quant_pre_process` first (onnxruntime's recommended shape inference and graph
     optimisation, 7% faster for ViT-B than without it; without its symbolic shape inference
-    where that cannot follow the graph), then `quantize_dynamic`: the weights
-    of every MatMul with constant weights (the patch embedding, qkv, projections, MLP, head)
-    become int8 per output channel, and activations are quantised to uint8 per call
-    (onnxruntime's fast u8s8 kernels on x86); attention's products, softmax, LayerNorm and
-    GELU stay float32. The weights use 7 of the 8 bits (`reduce_range`): x86 CPUs without
-    VNNI (AVX2, AVX-512 before Cascade Lake) add pairs of u8 x s8 products in 16 bits, which
-    full-range weights overflow (a small pretrainer's outputs off by 0.20 of their std on an
-    AVX2 CPU, 0.018 with 7-bit weights), and the file must be right on whatever CPU serves
-    it. The weights take a quarter of the room; a model whose int8 weights
-    still pass the external-data threshold keeps them in `int8_path + ".data"`.
+    where that cannot follow the graph); then attention, LayerNorm and GELU are fused into
+    onnxruntime's own kernels (`onnx_fusion`); then `quantize_dynamic`: the
+    weights of every MatMul with constant weights (the patch embedding, qkv, projections,
+    MLP, head) become int8 per output channel, and activations are quantised to uint8 per
+    call (onnxruntime's fast u8s8 kernels on x86); attention, LayerNorm and GELU run in
+    float32. The weights use 7 of the 8 bits (`reduce_range`): x86 CPUs without VNNI (AVX2,
+    AVX-512 before Cascade Lake) add pairs of u8 x s8 products in 16 bits, which full-range
+    weights overflow (a small pretrainer's outputs off by 0.20 of their std on an AVX2 CPU,
+    0.018 with 7-bit weights), and the file must be right on whatever CPU serves it. The
+    weights take a quarter of the room; a model whose int8 weights still pass the
+    external-data threshold keeps them in `int8_path + ".data"`.
     """
     try:
         import onnxruntime.quantization  # noqa: F401
@@ -324,8 +327,26 @@ def _prepare_and_quantize(float_path, prepared, int8_path, options, large_int8):
         # inference cannot follow a shape (a pretrainer's gather of the masked tokens);
         # the other steps (graph optimisation, ONNX's shape inference) still apply
         quant_pre_process(float_path, prepared, skip_symbolic_shape=True, **options)
+    _fuse_for_onnxruntime(prepared)
     quantize_dynamic(prepared, int8_path, per_channel=True, reduce_range=True,
                      weight_type=QuantType.QInt8, use_external_data_format=large_int8)
+
+
+def _fuse_for_onnxruntime(path):
+    """Rewrites the ONNX graph at `path` with its attention, LayerNorm and GELU fused into
+    onnxruntime's kernels (`onnx_fusion`); the weights stay where they are (an
+    external-data file beside it is only referred to). Returns {operator: count}."""
+    import onnx
+
+    from videomae_keras.checkpoints.onnx_fusion import fuse_for_onnxruntime
+
+    model = onnx.load(path, load_external_data=False)
+    if not model.graph.value_info:
+        model = onnx.shape_inference.infer_shapes(model)
+    counts = fuse_for_onnxruntime(model)
+    if any(counts.values()):
+        onnx.save_model(model, path)
+    return counts
 
 
 @contextlib.contextmanager

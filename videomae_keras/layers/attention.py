@@ -9,6 +9,7 @@ from videomae_keras.utils import (
     dropout_if_active,
     fused_attention_is_fast,
     resolve_flash_attention,
+    tracing_for_onnx,
 )
 
 # Score rows per block in `chunked_attention`, over batch x heads x queries: 12 heads x 256
@@ -51,6 +52,18 @@ def chunked_attention(query, key, value, scale, chunk_size):
     return ops.transpose(out, (0, 2, 1, 3))
 
 
+def softmax_attention(query, key, value, scale):
+    """Softmax attention over (B, N, heads, head_dim) inputs in its textbook form: scaled
+    queries times transposed keys, one softmax, times values, heads-major. What the ONNX
+    export writes (`utils.onnx_attention()`): one Softmax per block between two MatMuls,
+    with the scale on the queries, the pattern runtimes fuse into their attention kernels."""
+    query = ops.transpose(query, (0, 2, 1, 3)) * ops.cast(scale, query.dtype)
+    logits = ops.matmul(query, ops.transpose(key, (0, 2, 3, 1)))
+    weights = ops.softmax(logits, axis=-1)
+    out = ops.matmul(weights, ops.transpose(value, (0, 2, 1, 3)))
+    return ops.transpose(out, (0, 2, 1, 3))
+
+
 @keras.saving.register_keras_serializable(package="videomae_keras")
 class MultiHeadSelfAttention(keras.layers.Layer):
     """Self-attention over (B, N, D) tokens through `keras.ops.dot_product_attention`.
@@ -59,7 +72,8 @@ class MultiHeadSelfAttention(keras.layers.Layer):
     and v parts: the reference has no k bias (it would cancel in the softmax anyway). Scale is
     head_dim ** -0.5. Where no fused kernel runs (jax and tensorflow on CPU) attention takes
     `chunked_attention`; attention dropout, when training with a rate > 0, takes an explicit
-    softmax path because the fused op has no dropout. `flash_attention`: None (automatic),
+    softmax path because the fused op has no dropout; traced for an ONNX file it takes
+    `softmax_attention`, the form ONNX runtimes fuse. `flash_attention`: None (automatic),
     True (require it) or False, as in `keras.ops.dot_product_attention`.
     """
 
@@ -140,6 +154,8 @@ class MultiHeadSelfAttention(keras.layers.Layer):
             probs = self._probabilities(query, key)
             probs = self.attention_dropout(ops.cast(probs, value.dtype), training=training)
             out = ops.einsum("bhqk,bkhd->bqhd", probs, value)
+        elif tracing_for_onnx():
+            out = softmax_attention(query, key, value, scale)
         elif self.flash_attention is not True and not fused_attention_is_fast():
             chunk_size = attention_chunk_size(query.shape[0], self.num_heads)
             out = chunked_attention(query, key, value, scale, chunk_size)
