@@ -258,6 +258,7 @@ def test_int8_onnx_of_a_pretrainer(hf_pretrainer, tmp_path, monkeypatch):
     ops = collections.Counter(node.op_type for node in graph.node)
     blocks = reference.SMALL["num_hidden_layers"] + reference.SMALL["decoder_num_hidden_layers"]
     assert ops["MultiHeadAttention"] == ops["Gelu"] == blocks and ops["Softmax"] == 0
+    assert ops["LayerNormalization"] >= 2 * blocks  # the blocks' and the token norms
 
 
 def test_tools_script_and_console_command(official_classifier, tmp_path):

@@ -54,12 +54,12 @@ def chunked_attention(query, key, value, scale, chunk_size):
 
 def softmax_attention(query, key, value, scale):
     """Softmax attention over (B, N, heads, head_dim) inputs in its textbook form: scaled
-    queries times transposed keys, one softmax, times values, heads-major. What the ONNX
-    export writes (`utils.onnx_attention()`): one Softmax per block between two MatMuls,
+    queries times transposed keys, one softmax (in float32), times values, heads-major.
+    What the ONNX export writes (`utils.onnx_attention()`): one Softmax per block between two MatMuls,
     with the scale on the queries, the pattern runtimes fuse into their attention kernels."""
     query = ops.transpose(query, (0, 2, 1, 3)) * ops.cast(scale, query.dtype)
     logits = ops.matmul(query, ops.transpose(key, (0, 2, 3, 1)))
-    weights = ops.softmax(logits, axis=-1)
+    weights = ops.cast(ops.softmax(ops.cast(logits, "float32"), axis=-1), value.dtype)
     out = ops.matmul(weights, ops.transpose(value, (0, 2, 1, 3)))
     return ops.transpose(out, (0, 2, 1, 3))
 
