@@ -90,11 +90,8 @@ def accelerator_attention():
     training step on CPU): the CPU path's query chunks depend on the batch, so they would
     change the program with the batch and put one block of ops per chunk into it.
     """
-    _AS_ON_ACCELERATORS.append(True)
-    try:
+    with _pushed(_AS_ON_ACCELERATORS):
         yield
-    finally:
-        _AS_ON_ACCELERATORS.pop()
 
 
 _FOR_ONNX = []  # a stack, so onnx_attention() nests
@@ -107,11 +104,18 @@ def onnx_attention():
     attention kernels (`checkpoints.onnx_fusion` fuses it into onnxruntime's
     MultiHeadAttention for int8 files). For ONNX export only: the CPU's query chunks
     would put one block of ops per chunk into the file, in a form no runtime recognises."""
-    _FOR_ONNX.append(True)
+    with _pushed(_FOR_ONNX):
+        yield
+
+
+@contextlib.contextmanager
+def _pushed(stack):
+    """A mark on `stack` while inside: the attention modes above, which nest."""
+    stack.append(True)
     try:
         yield
     finally:
-        _FOR_ONNX.pop()
+        stack.pop()
 
 
 def tracing_for_onnx():

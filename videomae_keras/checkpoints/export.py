@@ -179,16 +179,16 @@ def _erfc_as_one_minus_erf(ctx, node, name, args):
 
 
 def _all_tensors(graph):
+    from videomae_keras.checkpoints.onnx_fusion import subgraphs
+
     yield from graph.initializer
     for node in graph.node:
         for attribute in node.attribute:
             if attribute.HasField("t"):
                 yield attribute.t
             yield from attribute.tensors
-            if attribute.HasField("g"):
-                yield from _all_tensors(attribute.g)
-            for subgraph in attribute.graphs:
-                yield from _all_tensors(subgraph)
+        for subgraph in subgraphs(node):
+            yield from _all_tensors(subgraph)
 
 
 def export_files(model, keras_file, saved_model=None, onnx=None):

@@ -390,11 +390,17 @@ def _names_read(graph):
 def _subgraph_reads(node):
     """The names read inside `node`'s subgraphs (an If's branches, a Loop's body)."""
     names = set()
-    for attribute in node.attribute:
-        for subgraph in list(attribute.graphs) + ([attribute.g] if attribute.HasField("g")
-                                                  else []):
-            names |= _names_read(subgraph)
+    for subgraph in subgraphs(node):
+        names |= _names_read(subgraph)
     return names
+
+
+def subgraphs(node):
+    """`node`'s subgraphs: an If's branches, a Loop's or Scan's body."""
+    for attribute in node.attribute:
+        if attribute.HasField("g"):
+            yield attribute.g
+        yield from attribute.graphs
 
 
 def _scalar_constants(graph):
