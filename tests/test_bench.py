@@ -82,7 +82,7 @@ def test_onnx_table_shows_speedups_and_int8_agreement():
 @pytest.mark.parametrize("script", ["run_all.py", "speed.py", "quantize.py",
                                     "preprocess.py", "dispatch.py", "memory_plan.py",
                                     "data_loader.py", "load.py", "predict_e2e.py",
-                                    "onnx_runtime.py"])
+                                    "onnx_runtime.py", "export_memory.py"])
 def test_scripts_explain_themselves(script):
     done = subprocess.run([sys.executable, os.path.join(ROOT, "bench", script), "--help"],
                           capture_output=True, text=True, timeout=120)

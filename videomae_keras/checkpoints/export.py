@@ -147,7 +147,7 @@ def export_onnx(model, path, opset_version=None, external_data=None):
         threshold = int(os.environ.get("VIDEOMAE_KERAS_ONNX_EXTERNAL_DATA_BYTES",
                                        ONNX_EXTERNAL_DATA_BYTES))
         external_data = weights_bytes(model) > threshold
-    with onnx_attention():  # plain softmax attention: the form runtimes fuse
+    with onnx_attention(), _node_protos_renewed():  # plain attention: the form runtimes fuse
         proto, storage = tf2onnx.convert.from_function(
             function, input_signature=specs, opset=opset_version, large_model=external_data,
             custom_op_handlers={"Erfc": (_erfc_as_one_minus_erf, [])},
@@ -165,6 +165,53 @@ def export_onnx(model, path, opset_version=None, external_data=None):
             tensor.data_location = onnx.TensorProto.DEFAULT
     onnx.save_model(proto, path, save_as_external_data=True, all_tensors_to_one_file=True,
                     location=os.path.basename(path) + ".data", size_threshold=1024)
+
+
+@contextlib.contextmanager
+def _node_protos_renewed():
+    """Holds tf2onnx's memory to a few copies of the weights instead of one per optimizer pass.
+
+    tf2onnx's optimizers (36 passes for ViT-B) end each pass by rewriting every node's
+    NodeProto in place: its attributes, constants' weights included, are deleted and copied in
+    again. Under protobuf's upb runtime a message's memory is only given back when the whole
+    message goes, so every pass left one more copy of the weights behind: 12 GB above the
+    model for ViT-B. Here each rewrite starts from a new NodeProto holding the node's other
+    fields, and the old one is freed. tf2onnx also deep-copies the whole graph before each
+    pass, to fall back on it should the pass fail; those copies wait for Python's cycle
+    collector, several at a time. Unless TF2ONNX_CATCH_ERRORS says otherwise, the passes
+    run on the graph itself, as tf2onnx already does for models over 2 GB: a failing pass
+    then stops the export with its error instead of being skipped. The graph written is
+    the same, byte for byte.
+    """
+    from tf2onnx.graph import Node
+
+    original = Node.update_proto
+
+    def update_proto(node, external_tensor_storage=None):
+        renewed = type(node._op)()
+        for field, value in node._op.ListFields():
+            if field.name == "attribute":
+                continue
+            repeated = (field.is_repeated if hasattr(field, "is_repeated")  # protobuf >= 5
+                        else field.label == field.LABEL_REPEATED)
+            if repeated:
+                getattr(renewed, field.name).extend(value)
+            elif field.message_type is not None:
+                getattr(renewed, field.name).CopyFrom(value)
+            else:
+                setattr(renewed, field.name, value)
+        node._op = renewed
+        return original(node, external_tensor_storage)
+
+    Node.update_proto = update_proto
+    user_set = "TF2ONNX_CATCH_ERRORS" in os.environ
+    os.environ.setdefault("TF2ONNX_CATCH_ERRORS", "FALSE")
+    try:
+        yield
+    finally:
+        Node.update_proto = original
+        if not user_set:
+            os.environ.pop("TF2ONNX_CATCH_ERRORS", None)
 
 
 def _erfc_as_one_minus_erf(ctx, node, name, args):
