@@ -179,9 +179,10 @@ def _node_protos_renewed():
     fields, and the old one is freed. tf2onnx also deep-copies the whole graph before each
     pass, to fall back on it should the pass fail; those copies wait for Python's cycle
     collector, several at a time. Unless TF2ONNX_CATCH_ERRORS says otherwise, the passes
-    run on the graph itself, as tf2onnx already does for models over 2 GB: a failing pass
-    then stops the export with its error instead of being skipped. The graph written is
-    the same, byte for byte.
+    run on the graph itself, as tf2onnx already does in its external-data form: a failing
+    pass then stops the export with its error instead of being skipped. The graph written
+    is the same computation, the same operators on the same tensors (checked node by node
+    for ViT-B, outputs equal bit for bit); node order and generated names may differ.
     """
     from tf2onnx.graph import Node
 
