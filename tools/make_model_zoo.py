@@ -147,23 +147,22 @@ predictions for pretrainers; float32, CPU):
 
 | fixture | Keras vs PyTorch | .keras | .weights.h5 | SavedModel | SavedModel, XLA | SavedModel, uint8 | ONNX |
 |---|---|---|---|---|---|---|---|
-| ViT-S classifier, transformers folder | 1.5e-6 | 0 | 0 | 1.7e-6 | 1.9e-6 | 2.6e-6 | 2.3e-6 |
-| ViT-S classifier, official `.pth` (`module`) | 1.9e-6 | 0 | 0 | 2.0e-6 | 1.5e-6 | 1.9e-6 | 2.9e-6 |
-| ViT-S pretrainer, transformers folder | 4.8e-6 | 0 | 0 | 4.5e-6 | 3.6e-6 | 4.5e-6 | 4.3e-6 |
-| ViT-S pretrainer, official `.pth` (`model`) | 4.5e-6 | 0 | 0 | 5.0e-6 | 3.8e-6 | 4.5e-6 | 4.4e-6 |
-| ViT-B classifier, transformers folder | 2.3e-6 | 0 | 0 | 2.5e-6 | 2.1e-6 | 2.1e-6 | 2.7e-6 |
-| ViT-B classifier, official `.pth` (`module`) | 3.6e-6 | 0 | 0 | 3.8e-6 | 3.3e-6 | 2.4e-6 | 3.6e-6 |
-| ViT-B pretrainer, transformers folder | 6.7e-6 | 0 | 0 | 7.4e-6 | 4.3e-6 | 5.2e-6 | 7.2e-6 |
-| ViT-B pretrainer, official `.pth` (`model`) | 6.0e-6 | 0 | 0 | 5.5e-6 | 4.1e-6 | 6.2e-6 | 5.7e-6 |
+| ViT-S classifier, transformers folder | 1.5e-6 | 0 | 0 | 1.7e-6 | 1.9e-6 | 2.6e-6 | 2.4e-6 |
+| ViT-S classifier, official `.pth` (`module`) | 1.9e-6 | 0 | 0 | 2.0e-6 | 1.5e-6 | 1.9e-6 | 2.2e-6 |
+| ViT-S pretrainer, transformers folder | 4.8e-6 | 0 | 0 | 4.5e-6 | 3.6e-6 | 4.5e-6 | 3.1e-6 |
+| ViT-S pretrainer, official `.pth` (`model`) | 4.5e-6 | 0 | 0 | 5.0e-6 | 3.8e-6 | 4.5e-6 | 3.3e-6 |
+| ViT-B classifier, transformers folder | 2.3e-6 | 0 | 0 | 2.5e-6 | 2.1e-6 | 2.1e-6 | 2.0e-6 |
+| ViT-B classifier, official `.pth` (`module`) | 3.6e-6 | 0 | 0 | 3.8e-6 | 3.3e-6 | 2.4e-6 | 1.8e-6 |
+| ViT-B pretrainer, transformers folder | 6.7e-6 | 0 | 0 | 7.4e-6 | 4.3e-6 | 5.2e-6 | 3.6e-6 |
+| ViT-B pretrainer, official `.pth` (`model`) | 6.0e-6 | 0 | 0 | 5.5e-6 | 4.1e-6 | 6.2e-6 | 4.3e-6 |
 
 The reference is transformers' own `from_pretrained` for the folders, and transformers'
 VideoMAE holding the mapped weights with LayerNorm epsilon 1e-6 for the official files. The
 files are compared with the Keras model: SavedModel in a fresh TensorFlow process (also under
 XLA, and through `serving_uint8` with uint8 frames), ONNX with onnxruntime. The ONNX column
-was measured before the export wrote attention plainly (MatMul, Softmax, MatMul instead of
-the CPU's query chunks; commit f911422), which moves results by float32 rounding only; it
-has not been rerun since. The tests' ONNX ports still verify against the PyTorch reference
-within 1e-5 (`tests/test_checkpoints_porting.py`).
+was rerun after the export began writing attention plainly (MatMul, Softmax, MatMul, the form
+runtimes fuse) with `python tools/check_ports.py --formats onnx`; the other columns are from
+the earlier run of all four formats.
 
 ## Label maps
 
