@@ -75,6 +75,21 @@ def peak_rss_mb():
     return peak / 1024 if sys.platform != "darwin" else peak / 2**20
 
 
+def status_mb(field):
+    """A /proc/self/status memory field (VmRSS, VmHWM) in MiB (Linux)."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field):
+                return int(line.split()[1]) / 1024
+    raise RuntimeError(f"/proc/self/status has no {field}")
+
+
+def reset_peak():
+    """Resets this process's peak-RSS counter: VmHWM := VmRSS (Linux /proc/self/clear_refs)."""
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+
+
 def emit(record):
     """A worker's answer: one JSON line, after whatever the libraries printed."""
     sys.stdout.write("\n@@RESULT@@" + json.dumps(record) + "\n")

@@ -41,19 +41,6 @@ FACTORIES = {"S": "VideoMAE_ViTS16FT", "B": "VideoMAE_ViTB16FT", "L": "VideoMAE_
 CASES = ("ours", "ours-external", "ours-unrenewed", "ours-external-unrenewed", "transformers")
 
 
-def _status_mb(field):
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field):
-                return int(line.split()[1]) / 1024
-    raise RuntimeError(f"/proc/self/status has no {field}")
-
-
-def _reset_peak():
-    with open("/proc/self/clear_refs", "w") as f:
-        f.write("5")  # VmHWM := VmRSS
-
-
 def _file_mb(path):
     return sum(os.path.getsize(p) for p in (path, path + ".data") if os.path.exists(p)) / 2**20
 
@@ -88,12 +75,12 @@ def worker(case, size, folder):
 
         def export():
             exporter.export_onnx(model, path, external_data="external" in case)
-    _reset_peak()
-    base = _status_mb("VmRSS")
+    _common.reset_peak()
+    base = _common.status_mb("VmRSS")
     start = time.perf_counter()
     export()
     seconds = time.perf_counter() - start
-    return {"peak_mb": _status_mb("VmHWM") - base, "seconds": seconds,
+    return {"peak_mb": _common.status_mb("VmHWM") - base, "seconds": seconds,
             "file_mb": _file_mb(path)}
 
 

@@ -36,19 +36,6 @@ KINDS = ("transformers folder", "official .pth", ".keras")
 BEGIN, END = "<!-- load:begin -->", "<!-- load:end -->"
 
 
-def _status_mb(field):
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field):
-                return int(line.split()[1]) / 1024
-    raise RuntimeError(f"/proc/self/status has no {field}")
-
-
-def _reset_peak():
-    with open("/proc/self/clear_refs", "w") as f:
-        f.write("5")  # VmHWM := VmRSS
-
-
 def worker(variant, source):
     """Loads `source` once; {peak above post-import RSS, seconds, torch import}."""
     torch_import = None
@@ -64,18 +51,18 @@ def worker(variant, source):
 
         load = videomae_keras.from_pretrained
         if source.endswith(".pth") and "torch" not in sys.modules:
-            _reset_peak()
-            before = _status_mb("VmRSS")
+            _common.reset_peak()
+            before = _common.status_mb("VmRSS")
             import torch  # noqa: F401,F811
 
-            torch_import = _status_mb("VmHWM") - before
-    _reset_peak()
-    base = _status_mb("VmRSS")
+            torch_import = _common.status_mb("VmHWM") - before
+    _common.reset_peak()
+    base = _common.status_mb("VmRSS")
     start = time.perf_counter()
     model = load(source)
     seconds = time.perf_counter() - start
-    peak = _status_mb("VmHWM") - base
-    after = _status_mb("VmRSS") - base
+    peak = _common.status_mb("VmHWM") - base
+    after = _common.status_mb("VmRSS") - base
     del model
     return {"peak_mb": peak, "after_mb": after, "seconds": seconds,
             "torch_import_mb": torch_import}
